@@ -1,0 +1,5 @@
+package testguest
+
+import "os"
+
+func writeFile(name string, b []byte) error { return os.WriteFile(name, b, 0o644) }

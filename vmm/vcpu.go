@@ -1,0 +1,331 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/embervm/ember/vmm/kvm"
+)
+
+// VCPUState is where a vCPU is in its life.
+type VCPUState int32
+
+// vCPU states. Created and Paused accept state changes; Running refuses them.
+const (
+	VCPUCreated VCPUState = iota
+	VCPURunning
+	VCPUPaused
+	VCPUFinished
+)
+
+func (s VCPUState) String() string {
+	switch s {
+	case VCPUCreated:
+		return "created"
+	case VCPURunning:
+		return "running"
+	case VCPUPaused:
+		return "paused"
+	case VCPUFinished:
+		return "finished"
+	}
+	return fmt.Sprintf("VCPUState(%d)", int32(s))
+}
+
+// ExitHandler handles the exits a vCPU cannot handle itself.
+type ExitHandler interface {
+	// HandleIO handles one port access of len(data) bytes.
+	HandleIO(port uint16, data []byte, write bool) error
+	// HandleMMIO handles one MMIO access of len(data) bytes.
+	HandleMMIO(addr uint64, data []byte, write bool) error
+}
+
+// kick requests.
+const (
+	kickNone int32 = iota
+	kickPause
+	kickStop
+)
+
+type request struct {
+	run  bool                  // enter the guest
+	fn   func(*kvm.VCPU) error // run fn on the vCPU thread
+	done chan error
+}
+
+// VCPU runs one KVM vCPU on its own locked OS thread. All its ioctls are
+// made on that thread: KVM_RUN while running, and closures passed to Do
+// while paused.
+type VCPU struct {
+	id   int
+	fd   *kvm.VCPU
+	exit ExitHandler
+	log  *slog.Logger
+
+	tid   atomic.Int32
+	state atomic.Int32
+	kick  atomic.Int32 // kickNone, kickPause or kickStop
+
+	ctl    sync.Mutex // serializes Start/Pause/Resume/Stop/Do
+	reqs   chan request
+	paused chan struct{} // receives when a pause request has taken effect
+	done   chan struct{} // closed when the thread has exited
+	err    error         // why it finished; read after done
+
+	exits atomic.Uint64
+}
+
+func newVCPU(id int, fd *kvm.VCPU, exit ExitHandler, log *slog.Logger) *VCPU {
+	c := &VCPU{
+		id: id, fd: fd, exit: exit, log: log.With("vcpu", id),
+		reqs:   make(chan request),
+		paused: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	ready := make(chan struct{})
+	go c.thread(ready)
+	<-ready
+	return c
+}
+
+// ID returns the vCPU index.
+func (c *VCPU) ID() int { return c.id }
+
+// State returns the vCPU's current state.
+func (c *VCPU) State() VCPUState { return VCPUState(c.state.Load()) }
+
+// Exits returns how many exits to userspace the vCPU has taken.
+func (c *VCPU) Exits() uint64 { return c.exits.Load() }
+
+// Done is closed when the vCPU thread has finished.
+func (c *VCPU) Done() <-chan struct{} { return c.done }
+
+// Err returns why the vCPU finished (nil for a requested stop). Valid after
+// Done is closed.
+func (c *VCPU) Err() error { return c.err }
+
+// thread is the vCPU's OS thread. It never unlocks the thread: when it
+// returns, the Go runtime discards the thread and its KVM association.
+func (c *VCPU) thread(ready chan<- struct{}) {
+	runtime.LockOSThread()
+	c.tid.Store(int32(unix.Gettid()))
+	close(ready)
+	defer close(c.done)
+	for req := range c.reqs {
+		switch {
+		case req.fn != nil:
+			req.done <- req.fn(c.fd)
+		case req.run:
+			c.state.Store(int32(VCPURunning))
+			req.done <- nil
+			stop, err := c.runGuest()
+			if err != nil || stop {
+				c.err = err
+				c.state.Store(int32(VCPUFinished))
+				return
+			}
+			c.state.Store(int32(VCPUPaused))
+			c.paused <- struct{}{}
+		default: // stop
+			c.state.Store(int32(VCPUFinished))
+			req.done <- nil
+			return
+		}
+	}
+}
+
+// runGuest enters the guest until a kick or a fatal exit. It reports stop
+// for a stop request, or the error that ends the vCPU.
+func (c *VCPU) runGuest() (stop bool, err error) {
+	for {
+		if k := c.kick.Load(); k != kickNone {
+			c.fd.SetImmediateExit(false)
+			c.kick.Store(kickNone)
+			return k == kickStop, nil
+		}
+		if err := c.fd.Run(); err != nil {
+			if kvm.IsInterrupted(err) || errors.Is(err, unix.EAGAIN) {
+				continue // a kick (handled above), or a stray signal
+			}
+			return true, fmt.Errorf("vCPU %d: %w", c.id, err)
+		}
+		c.exits.Add(1)
+		if err := c.handleExit(); err != nil {
+			return true, err
+		}
+	}
+}
+
+func (c *VCPU) handleExit() error {
+	run := c.fd.RunData()
+	switch run.ExitReason {
+	case kvm.ExitIO:
+		io := run.IO()
+		data, err := c.fd.IOData()
+		if err != nil {
+			return c.exitError(run.ExitReason, "", err)
+		}
+		size := int(io.Size)
+		write := io.Direction == kvm.IODirOut
+		for i := 0; i < int(io.Count); i++ {
+			if err := c.exit.HandleIO(io.Port, data[i*size:(i+1)*size], write); err != nil {
+				return c.exitError(run.ExitReason, fmt.Sprintf("port %#x", io.Port), err)
+			}
+		}
+		return nil
+	case kvm.ExitMMIO:
+		m := run.MMIO()
+		if m.Len > 8 {
+			return c.exitError(run.ExitReason, fmt.Sprintf("mmio length %d", m.Len), ErrUnhandledExit)
+		}
+		if err := c.exit.HandleMMIO(m.PhysAddr, m.Data[:m.Len], m.IsWrite != 0); err != nil {
+			return c.exitError(run.ExitReason, fmt.Sprintf("address %#x", m.PhysAddr), err)
+		}
+		return nil
+	case kvm.ExitIntr:
+		return nil
+	case kvm.ExitHLT:
+		// Without an in-kernel irqchip a HLT ends the vCPU, as in Firecracker.
+		return &StopRequest{Code: 0, Reason: fmt.Sprintf("vCPU %d halted", c.id)}
+	case kvm.ExitShutdown:
+		return c.exitError(run.ExitReason, "triple fault", ErrGuestShutdown)
+	case kvm.ExitSystemEvent:
+		ev := run.SystemEvent()
+		switch ev.Type {
+		case kvm.SystemEventShutdown:
+			return &StopRequest{Code: 0, Reason: "guest powered off"}
+		case kvm.SystemEventReset:
+			return &StopRequest{Code: 0, Reason: "guest reset"}
+		}
+		return c.exitError(run.ExitReason, fmt.Sprintf("system event type %d", ev.Type), ErrGuestShutdown)
+	case kvm.ExitFailEntry:
+		fe := run.FailEntry()
+		return c.exitError(run.ExitReason, fmt.Sprintf("hardware entry failure reason %#x on cpu %d",
+			fe.HardwareEntryFailureReason, fe.CPU), ErrUnhandledExit)
+	case kvm.ExitInternalError:
+		ie := run.Internal()
+		return c.exitError(run.ExitReason, fmt.Sprintf("suberror %d", ie.Suberror), ErrUnhandledExit)
+	}
+	return c.exitError(run.ExitReason, "", ErrUnhandledExit)
+}
+
+func (c *VCPU) exitError(reason kvm.ExitReason, detail string, err error) error {
+	var sr *StopRequest
+	if errors.As(err, &sr) {
+		return err
+	}
+	e := &ExitError{VCPU: c.id, Reason: reason, Detail: detail, Err: err}
+	if regs, rerr := c.fd.GetRegs(); rerr == nil {
+		e.RIP = regs.RIP
+	}
+	return e
+}
+
+// send hands a request to the vCPU thread, unless it has finished.
+func (c *VCPU) send(ctx context.Context, r request) error {
+	select {
+	case c.reqs <- r:
+	case <-c.done:
+		return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-c.done:
+		return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
+	}
+}
+
+// Do runs fn on the vCPU's thread. The vCPU must not be running: state
+// cannot be read or written while the guest runs (ErrRunning).
+func (c *VCPU) Do(ctx context.Context, fn func(*kvm.VCPU) error) error {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	if s := c.State(); s == VCPURunning {
+		return fmt.Errorf("vCPU %d: %w", c.id, ErrRunning)
+	}
+	return c.send(ctx, request{fn: fn, done: make(chan error, 1)})
+}
+
+// Resume enters (or re-enters) the guest.
+func (c *VCPU) Resume(ctx context.Context) error {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	if c.State() == VCPURunning {
+		return nil
+	}
+	select { // drop a pause acknowledgement nobody waited for
+	case <-c.paused:
+	default:
+	}
+	return c.send(ctx, request{run: true, done: make(chan error, 1)})
+}
+
+// Pause kicks the vCPU out of KVM_RUN and waits until it is paused. It
+// returns ErrStopped if the vCPU finished instead.
+func (c *VCPU) Pause(ctx context.Context) error {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	if c.State() != VCPURunning {
+		if c.State() == VCPUFinished {
+			return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
+		}
+		return nil
+	}
+	if err := c.kickThread(kickPause); err != nil {
+		return err
+	}
+	select {
+	case <-c.paused:
+		return nil
+	case <-c.done:
+		return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop ends the vCPU thread, kicking it out of the guest if it runs, and
+// waits for it.
+func (c *VCPU) Stop(ctx context.Context) error {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	switch c.State() {
+	case VCPUFinished:
+	case VCPURunning:
+		if err := c.kickThread(kickStop); err != nil {
+			return err
+		}
+	default:
+		if err := c.send(ctx, request{done: make(chan error, 1)}); err != nil && !errors.Is(err, ErrStopped) {
+			return err
+		}
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// kickThread asks the running vCPU to leave the guest: immediate_exit makes
+// any KVM_RUN it is about to enter return at once, and the signal
+// interrupts one already under way.
+func (c *VCPU) kickThread(kind int32) error {
+	c.kick.Store(kind)
+	c.fd.SetImmediateExit(true)
+	if err := tgkill(int(c.tid.Load())); err != nil && err != unix.ESRCH {
+		return fmt.Errorf("vCPU %d: kick: %w", c.id, err)
+	}
+	return nil
+}
