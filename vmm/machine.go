@@ -220,7 +220,7 @@ func (m *Machine) watch() {
 			res.Stop = sr
 		} else {
 			res.Err = err
-			m.log.Error("vCPU stopped the machine", "err", err)
+			m.log.Debug("vCPU stopped the machine", "err", err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
