@@ -114,14 +114,6 @@ func New(sys *kvm.System, cfg Config) (_ *Machine, err error) {
 	if err := vm.SetIdentityMapAddr(identityMapAddr); err != nil {
 		return nil, err
 	}
-	if !cfg.NoIRQChip {
-		if err := vm.CreateIRQChip(); err != nil {
-			return nil, err
-		}
-		if err := vm.CreatePIT2(kvm.PITConfig{Flags: kvm.PITSpeakerDummy}); err != nil {
-			return nil, err
-		}
-	}
 	var flags uint32
 	if cfg.DirtyLog {
 		flags |= kvm.MemLogDirtyPages
@@ -132,6 +124,17 @@ func New(sys *kvm.System, cfg Config) (_ *Machine, err error) {
 			UserspaceAddr: uint64(hostAddr(r.Host())),
 		})
 		if err != nil {
+			return nil, err
+		}
+	}
+	// The irqchip comes after the memory slots: adding a slot to a VM that
+	// already has one costs milliseconds on some KVM backends (7 ms vs
+	// 0.1 ms for 128 MiB on kvm_pvm), as it flushes the MMU for the APIC page.
+	if !cfg.NoIRQChip {
+		if err := vm.CreateIRQChip(); err != nil {
+			return nil, err
+		}
+		if err := vm.CreatePIT2(kvm.PITConfig{Flags: kvm.PITSpeakerDummy}); err != nil {
 			return nil, err
 		}
 	}
