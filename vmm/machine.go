@@ -259,9 +259,14 @@ func (m *Machine) Resume(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops every vCPU and waits for the machine to end.
+// Stop stops every vCPU and waits for the machine to end. A machine that
+// was never started ends too: Wait then reports a clean stop.
 func (m *Machine) Stop(ctx context.Context) error {
 	m.mu.Lock()
+	if !m.started && len(m.vcpus) > 0 {
+		m.started = true
+		go m.watch()
+	}
 	started := m.started
 	m.mu.Unlock()
 	var errs []error

@@ -48,3 +48,8 @@ const (
 	// MMIOMagic is what register 0 of the MMIO device reads ("EMBR").
 	MMIOMagic = 0x454d4252
 )
+
+// IdentityAddr is the page where the VMM writes a test guest's identity
+// nonce (8 bytes, little-endian) when the guest is re-identified after a
+// restore or a pool claim.
+const IdentityAddr = 0x90000

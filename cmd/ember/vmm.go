@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/embervm/ember/internal/testguest"
+	"github.com/embervm/ember/internal/vmmproc"
+	"github.com/embervm/ember/vmm/api"
+	"github.com/embervm/ember/vmm/kvm"
+)
+
+func init() {
+	register(&command{
+		name:    "vmm",
+		summary: "run one VMM process serving the control API on a Unix socket",
+		run:     runVMM,
+	})
+}
+
+func runVMM(ctx context.Context, args []string) error {
+	fs := newFlagSet("vmm", "")
+	sock := fs.String("api-sock", "", "path of the API socket to create (required)")
+	id := fs.String("id", "", "instance id (default: the pid)")
+	program := fs.String("testguest", "", "run this built-in test guest: "+guestNames())
+	image := fs.String("image", "", "run this test-guest image file")
+	memMiB := fs.Uint64("mem", 64, "guest memory in MiB (test guests)")
+	start := fs.Bool("start", false, "start the VM at once instead of waiting for a start action")
+	readyFD := fs.Int("ready-fd", -1, "write \"ready\\n\" to this inherited fd once the API serves")
+	linger := fs.Duration("linger", 5*time.Second, "after the VM ends, keep serving this long for a final /wait or /metrics")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *sock == "" {
+		return errors.New("--api-sock is required")
+	}
+	if *id == "" {
+		*id = strconv.Itoa(os.Getpid())
+	}
+	img, err := vmmImage(*program, *image, *memMiB<<20)
+	if err != nil {
+		return err
+	}
+	sys, err := kvm.Open()
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+	g, err := testguest.NewMachine(ctx, sys, img, testguest.Options{}, false)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	inst := vmmproc.New(*id, g.Machine, "testguest", vmmproc.Hooks{
+		Reports: g.Ports.Reports,
+		ApplyIdentity: func(_ context.Context, idn api.Identity) error {
+			return testguest.WriteIdentity(g.Memory(), idn.Nonce)
+		},
+	})
+	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger)
+}
+
+func vmmImage(program, image string, mem uint64) (*testguest.Image, error) {
+	switch {
+	case image != "" && program != "":
+		return nil, errors.New("give --testguest or --image, not both")
+	case image != "":
+		b, err := os.ReadFile(image)
+		if err != nil {
+			return nil, err
+		}
+		img, err := testguest.ParseImage(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", image, err)
+		}
+		return img, nil
+	case program != "":
+		g, ok := builtinGuests[program]
+		if !ok {
+			return nil, fmt.Errorf("unknown test guest %q (have %s)", program, guestNames())
+		}
+		code, err := g.build(mem)
+		if err != nil {
+			return nil, err
+		}
+		img := testguest.NewImage(code, mem)
+		return img, img.Validate()
+	}
+	return nil, errors.New("nothing to run: give --testguest or --image")
+}
+
+// serveInstance serves the API for inst until the VM has ended (and a
+// final /wait was answered or linger passed) or ctx is cancelled. It
+// removes the socket on the way out.
+func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, readyFD int, start bool, linger time.Duration) error {
+	l, err := api.Listen(sock)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(sock)
+	if start {
+		if err := inst.Start(ctx); err != nil {
+			l.Close()
+			return err
+		}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- api.Serve(sctx, l, inst, slog.Default()) }()
+	if readyFD >= 0 {
+		f := os.NewFile(uintptr(readyFD), "ready")
+		_, err := f.Write([]byte("ready\n"))
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--ready-fd %d: %w", readyFD, err)
+		}
+	}
+	select {
+	case <-inst.Machine().Done():
+		select {
+		case <-time.After(linger):
+		case <-ctx.Done():
+		case <-inst.Waited():
+			time.Sleep(50 * time.Millisecond) // let the /wait answer flush
+		}
+	case <-ctx.Done():
+		stopCtx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		inst.Stop(stopCtx)
+		c()
+	case err := <-errc:
+		return err
+	}
+	cancel()
+	return <-errc
+}

@@ -1,0 +1,116 @@
+// Package api is the control API of an ember VMM process: JSON over HTTP on
+// a Unix socket, one VMM process (one VM) per socket, in the spirit of
+// Firecracker's API. The CLI, the warm pool and the containerd shim are its
+// clients.
+//
+// Endpoints:
+//
+//	GET  /               instance description (Info)
+//	PUT  /actions        {"action": "start"|"pause"|"resume"|"stop"}
+//	GET  /wait           blocks until the VM ends; returns its ExitInfo
+//	PUT  /identity       re-identify a restored VM (Identity)
+//	PUT  /snapshot       write a snapshot of the paused VM (SnapshotRequest)
+//	GET  /metrics        counters (Metrics)
+//
+// Errors come back as a non-2xx status with {"error": "..."}.
+package api
+
+import "time"
+
+// State is the VM's lifecycle state as the API reports it.
+type State string
+
+// States.
+const (
+	StateNotStarted State = "not-started"
+	StateRunning    State = "running"
+	StatePaused     State = "paused"
+	StateStopped    State = "stopped"
+)
+
+// Info describes the VMM process and its VM.
+type Info struct {
+	ID        string `json:"id"`
+	PID       int    `json:"pid"`
+	State     State  `json:"state"`
+	VCPUs     int    `json:"vcpus"`
+	MemoryMiB uint64 `json:"memory_mib"`
+	// Source says how the VM came to be: "boot", "restore:<backend>" or
+	// "testguest".
+	Source string `json:"source"`
+	// Identity is the identity last applied (nil if none).
+	Identity *Identity `json:"identity,omitempty"`
+}
+
+// Action names.
+const (
+	ActionStart  = "start"
+	ActionPause  = "pause"
+	ActionResume = "resume"
+	ActionStop   = "stop"
+)
+
+// ActionRequest is the body of PUT /actions.
+type ActionRequest struct {
+	Action string `json:"action"`
+}
+
+// ExitInfo is how the VM ended.
+type ExitInfo struct {
+	// Code is the guest's exit code when it asked to stop (test-guest exit
+	// port, power-off), else 0.
+	Code int `json:"code"`
+	// Error is set when the VM ended on an error (a fatal exit).
+	Error string `json:"error,omitempty"`
+	// Reason says what ended it.
+	Reason string `json:"reason"`
+	// Reports are the values a test guest reported.
+	Reports []uint64 `json:"reports,omitempty"`
+}
+
+// Identity makes a VM distinct after a restore or a pool claim: every field
+// is applied once, at claim time, and never shared between two VMs.
+type Identity struct {
+	// ID names the VM (a container or sandbox id).
+	ID string `json:"id"`
+	// Nonce is host entropy the guest mixes into its RNG (hex).
+	Nonce string `json:"nonce"`
+	// Time is the host's wall clock when the identity was issued; the guest
+	// steps its clock to it.
+	Time time.Time `json:"time"`
+	// MAC and IP (CIDR) address the guest's network interface.
+	MAC string `json:"mac,omitempty"`
+	IP  string `json:"ip,omitempty"`
+}
+
+// SnapshotRequest is the body of PUT /snapshot.
+type SnapshotRequest struct {
+	// Dir is the snapshot directory to write.
+	Dir string `json:"dir"`
+	// Diff writes only pages dirtied since the last snapshot.
+	Diff bool `json:"diff,omitempty"`
+}
+
+// Metrics are the VMM's counters.
+type Metrics struct {
+	Exits     uint64        `json:"exits"`
+	Uptime    time.Duration `json:"uptime_ns"`
+	RSSBytes  uint64        `json:"rss_bytes"`
+	Restore   *RestoreStats `json:"restore,omitempty"`
+	StartedAt time.Time     `json:"started_at"`
+}
+
+// RestoreStats describe how the VM's memory was restored.
+type RestoreStats struct {
+	Backend      string        `json:"backend"`
+	Duration     time.Duration `json:"duration_ns"`
+	Faults       uint64        `json:"faults"`
+	BytesRead    uint64        `json:"bytes_read"`
+	PagesZeroed  uint64        `json:"pages_zeroed"`
+	PagesFetched uint64        `json:"pages_prefetched"`
+}
+
+// errorBody is the JSON body of an error response.
+type errorBody struct {
+	Error string `json:"error"`
+}
