@@ -37,6 +37,9 @@ var builtinGuests = map[string]struct {
 	"mmio": {"read and write the test MMIO device", func(uint64) ([]byte, error) { return testguest.MMIOProgram() }},
 	"ping": {"10000 port writes (PIO round trips)", func(uint64) ([]byte, error) { return testguest.PingProgram(10_000) }},
 	"spin": {"a 1e6-iteration loop", func(uint64) ([]byte, error) { return testguest.SpinProgram(1_000_000) }},
+	"identity": {"wait for an identity, report it and the sum of memory above 2 MiB", func(mem uint64) ([]byte, error) {
+		return testguest.WaitIdentityProgram(testguest.DataBase, mem-testguest.DataBase)
+	}},
 	"wild": {"write outside guest memory (shows the error path)", func(uint64) ([]byte, error) {
 		return testguest.WildWriteProgram(0x80000000)
 	}},

@@ -30,9 +30,10 @@ func runVMM(ctx context.Context, args []string) error {
 	program := fs.String("testguest", "", "run this built-in test guest: "+guestNames())
 	image := fs.String("image", "", "run this test-guest image file")
 	memMiB := fs.Uint64("mem", 64, "guest memory in MiB (test guests)")
-	start := fs.Bool("start", false, "start the VM at once instead of waiting for a start action")
+	start := fs.Bool("start", false, "start the VM at once instead of waiting, paused, for a start or resume action")
 	readyFD := fs.Int("ready-fd", -1, "write \"ready\\n\" to this inherited fd once the API serves")
 	linger := fs.Duration("linger", 5*time.Second, "after the VM ends, keep serving this long for a final /wait or /metrics")
+	leaseFD := fs.Int("lease-fd", -1, "inherited pipe from a supervisor (the warm pool): EOF before a 'c' byte (claimed) ends this VMM")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -62,6 +63,12 @@ func runVMM(ctx context.Context, args []string) error {
 			return testguest.WriteIdentity(g.Memory(), idn.Nonce)
 		},
 	})
+	if *leaseFD >= 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go watchLease(os.NewFile(uintptr(*leaseFD), "lease"), cancel)
+	}
 	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger)
 }
 
@@ -108,6 +115,8 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 			l.Close()
 			return err
 		}
+	} else {
+		inst.StartPaused()
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -138,4 +147,19 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 	}
 	cancel()
 	return <-errc
+}
+
+// watchLease ends the VMM (through cancel) when its supervisor dies before
+// handing it over: the pool holds the write end of the lease pipe and
+// writes 'c' when a client claims this VMM, after which the VMM belongs to
+// the claimer and outlives the pool.
+func watchLease(f *os.File, cancel context.CancelFunc) {
+	defer f.Close()
+	var b [1]byte
+	n, _ := f.Read(b[:])
+	if n == 1 && b[0] == 'c' {
+		return
+	}
+	slog.Warn("supervisor went away before this VMM was claimed; stopping")
+	cancel()
 }

@@ -41,7 +41,8 @@ type Instance struct {
 	waited     chan struct{}
 
 	mu       sync.Mutex
-	started  bool
+	started  bool // Start, StartPaused or Stop was called
+	ran      bool // the vCPUs have run
 	paused   bool
 	identity *api.Identity
 }
@@ -88,22 +89,25 @@ func (in *Instance) ended() bool {
 	}
 }
 
-// Start implements api.Controller: it starts the vCPUs (once).
+// Start implements api.Controller: it runs the vCPUs for the first time.
+// A machine made ready with StartPaused may be started with Start or
+// Resume.
 func (in *Instance) Start(ctx context.Context) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.started {
+	if in.ran {
 		return fmt.Errorf("%w: already started", api.ErrConflict)
 	}
 	if err := in.m.Start(ctx); err != nil {
 		return err
 	}
-	in.started = true
+	in.started, in.ran, in.paused = true, true, false
 	return nil
 }
 
-// StartPaused marks the machine started without running its vCPUs, so a
-// later Resume runs them. A restored VM waiting in a pool is in this state.
+// StartPaused marks the machine started but paused without running its
+// vCPUs, so that Resume runs them. A VM that waits in the warm pool (its
+// state restored, its memory mapped) is in this state.
 func (in *Instance) StartPaused() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -136,7 +140,7 @@ func (in *Instance) Resume(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	if in.m.VCPUs()[0].State() == vmm.VCPUCreated {
+	if !in.ran {
 		err = in.m.Start(ctx)
 	} else {
 		err = in.m.Resume(ctx)
@@ -144,14 +148,14 @@ func (in *Instance) Resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in.paused = false
+	in.ran, in.paused = true, false
 	return nil
 }
 
 // Stop implements api.Controller.
 func (in *Instance) Stop(ctx context.Context) error {
 	in.mu.Lock()
-	in.started = true
+	in.started, in.ran = true, true
 	in.mu.Unlock()
 	return in.m.Stop(ctx)
 }

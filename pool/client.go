@@ -1,0 +1,59 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+)
+
+// Client talks to a pool daemon.
+type Client struct{ http *http.Client }
+
+// NewClient returns a client for the pool socket at path.
+func NewClient(path string) *Client {
+	return &Client{http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://pool"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("pool: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var eb errorBody
+		json.NewDecoder(resp.Body).Decode(&eb)
+		return fmt.Errorf("pool: %s", eb.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Claim claims a VM.
+func (c *Client) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+	var cl Claim
+	return &cl, c.do(ctx, http.MethodPost, "/claim", req, &cl)
+}
+
+// Status fetches the pool's counts.
+func (c *Client) Status(ctx context.Context) ([]ProfileStatus, error) {
+	var st []ProfileStatus
+	return st, c.do(ctx, http.MethodGet, "/status", nil, &st)
+}

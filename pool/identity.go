@@ -1,0 +1,35 @@
+package pool
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/embervm/ember/vmm/api"
+)
+
+// newID returns a random 12-hex-digit id.
+func newID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// NewIdentity returns a fresh identity: a 32-byte random nonce, the current
+// time and a random locally administered unicast MAC. No two calls share
+// any of them (beyond negligible chance).
+func NewIdentity(id string) api.Identity {
+	var nonce [32]byte
+	rand.Read(nonce[:])
+	var mac [6]byte
+	rand.Read(mac[:])
+	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
+	return api.Identity{
+		ID:    id,
+		Nonce: hex.EncodeToString(nonce[:]),
+		Time:  time.Now(),
+		MAC: fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x",
+			mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]),
+	}
+}

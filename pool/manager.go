@@ -1,0 +1,357 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/embervm/ember/vmm/api"
+)
+
+// Sentinel errors.
+var (
+	ErrUnknownProfile = errors.New("pool: unknown profile")
+	ErrClosed         = errors.New("pool: closed")
+)
+
+// profileState is a profile's live state. Its fields are guarded by the
+// Manager's mutex.
+type profileState struct {
+	Profile
+	ready    []*entry // oldest first
+	starting int
+	// target is how many VMs to keep: Size, or fewer after idle reaping
+	// until the next claim.
+	target int
+	// counters
+	claimed, cold, failed, reaped int
+	kick                          chan struct{}
+}
+
+// Manager keeps the pool.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	profiles map[string]*profileState
+	closed   bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New validates cfg, creates the run directory and starts filling the pool
+// in the background.
+func New(cfg Config, log *slog.Logger) (*Manager, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Ember == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Ember = exe
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{cfg: cfg, log: log, profiles: map[string]*profileState{}, ctx: ctx, cancel: cancel}
+	for _, p := range cfg.Profiles {
+		ps := &profileState{Profile: p, target: p.Size, kick: make(chan struct{}, 1)}
+		m.profiles[p.Name] = ps
+		m.wg.Add(1)
+		go m.keep(ps)
+	}
+	return m, nil
+}
+
+// poke wakes a profile's keeper.
+func (ps *profileState) poke() {
+	select {
+	case ps.kick <- struct{}{}:
+	default:
+	}
+}
+
+// room reports whether another VM of ps fits the limits. Called with m.mu.
+func (m *Manager) room(ps *profileState) bool {
+	if len(ps.ready)+ps.starting >= ps.target {
+		return false
+	}
+	var vms int
+	var mem uint64
+	for _, p := range m.profiles {
+		n := len(p.ready) + p.starting
+		vms += n
+		mem += uint64(n) * p.MemoryMiB
+	}
+	max := m.cfg.MaxVMs
+	if max == 0 {
+		for _, p := range m.profiles {
+			max += p.Size
+		}
+	}
+	if vms >= max {
+		return false
+	}
+	return m.cfg.MemoryBudgetMiB == 0 || mem+ps.MemoryMiB <= m.cfg.MemoryBudgetMiB
+}
+
+// keep fills ps up to its size, replaces crashed VMs and reaps idle ones.
+func (m *Manager) keep(ps *profileState) {
+	defer m.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		m.fill(ps)
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-ps.kick:
+		case <-tick.C:
+			m.sweep(ps)
+		}
+	}
+}
+
+// fill starts VMs one at a time until ps is full or a start fails.
+func (m *Manager) fill(ps *profileState) {
+	for {
+		m.mu.Lock()
+		if m.closed || !m.room(ps) {
+			m.mu.Unlock()
+			return
+		}
+		ps.starting++
+		m.mu.Unlock()
+
+		e, err := m.spawn(m.ctx, ps)
+
+		m.mu.Lock()
+		ps.starting--
+		if err != nil {
+			ps.failed++
+			m.mu.Unlock()
+			if m.ctx.Err() == nil {
+				m.log.Error("pool: starting a VMM failed", "profile", ps.Name, "err", err)
+				// Back off instead of spinning on a broken profile.
+				select {
+				case <-time.After(time.Second):
+				case <-m.ctx.Done():
+				}
+			}
+			return
+		}
+		if m.closed {
+			m.mu.Unlock()
+			e.kill()
+			return
+		}
+		ps.ready = append(ps.ready, e)
+		m.mu.Unlock()
+		go m.watchReady(e)
+	}
+}
+
+// watchReady notices a ready VMM that dies before it is claimed.
+func (m *Manager) watchReady(e *entry) {
+	<-e.exited
+	ps := e.profile
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, r := range ps.ready {
+		if r == e {
+			ps.ready = append(ps.ready[:i], ps.ready[i+1:]...)
+			if !m.closed {
+				ps.failed++
+				m.log.Warn("pool: a ready VMM died; replacing it", "profile", ps.Name, "id", e.id, "err", e.exitErr)
+				ps.poke()
+			}
+			return
+		}
+	}
+}
+
+// sweep reaps VMs idle longer than the profile's IdleTimeout.
+func (m *Manager) sweep(ps *profileState) {
+	if ps.IdleTimeout == 0 {
+		return
+	}
+	var idle []*entry
+	m.mu.Lock()
+	keep := ps.ready[:0]
+	for _, e := range ps.ready {
+		if time.Since(e.readyAt) > time.Duration(ps.IdleTimeout) {
+			idle = append(idle, e)
+			ps.reaped++
+		} else {
+			keep = append(keep, e)
+		}
+	}
+	ps.ready = keep
+	if len(idle) > 0 {
+		// Reaped VMs are not replaced until the next claim.
+		ps.target = len(keep) + ps.starting
+	}
+	m.mu.Unlock()
+	for _, e := range idle {
+		m.log.Info("pool: reaping idle VMM", "profile", ps.Name, "id", e.id)
+		e.kill()
+	}
+}
+
+// ClaimOptions tune a claim.
+type ClaimOptions struct {
+	// ID names the claimed VM (default: the VMM's id).
+	ID string
+	// Resume resumes the VM before Claim returns.
+	Resume bool
+}
+
+// Claim is a handed-over VM.
+type Claim struct {
+	ID     string `json:"id"`
+	PID    int    `json:"pid"`
+	Socket string `json:"socket"`
+	// Source is "pool" for a ready VM, "cold" for the fallback start.
+	Source   string       `json:"source"`
+	Identity api.Identity `json:"identity"`
+	// Timings of the claim's steps.
+	Wait     time.Duration `json:"wait_ns"`     // to get a VMM (pop, or cold start)
+	Identify time.Duration `json:"identify_ns"` // to re-identify it
+	Resumed  time.Duration `json:"resume_ns"`   // to resume it (when asked)
+	Total    time.Duration `json:"total_ns"`
+}
+
+// Claim hands over a VM of the named profile.
+func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) (*Claim, error) {
+	t0 := time.Now()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	ps, ok := m.profiles[profile]
+	if !ok {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
+	}
+	var e *entry
+	for len(ps.ready) > 0 && e == nil {
+		e, ps.ready = ps.ready[0], ps.ready[1:]
+		if !e.alive() {
+			e = nil
+		}
+	}
+	ps.target = ps.Size // refill after idle reaping
+	ps.poke()
+	m.mu.Unlock()
+
+	c := &Claim{Source: "pool"}
+	if e == nil {
+		c.Source = "cold"
+		m.log.Info("pool: no ready VM; cold start", "profile", profile)
+		var err error
+		if e, err = m.spawn(ctx, ps); err != nil {
+			return nil, fmt.Errorf("pool: cold start for profile %q: %w", profile, err)
+		}
+	}
+	c.Wait = time.Since(t0)
+	if err := e.handOver(); err != nil {
+		e.kill()
+		return nil, fmt.Errorf("pool: hand over %s: %w", e.id, err)
+	}
+	c.ID, c.PID, c.Socket = e.id, e.cmd.Process.Pid, e.sock
+	if opts.ID != "" {
+		c.ID = opts.ID
+	}
+	client := api.NewClient(e.sock)
+	defer client.Close()
+	t1 := time.Now()
+	c.Identity = NewIdentity(c.ID)
+	if err := client.SetIdentity(ctx, c.Identity); err != nil {
+		e.cmd.Process.Kill()
+		return nil, fmt.Errorf("pool: identify %s: %w", e.id, err)
+	}
+	c.Identify = time.Since(t1)
+	if opts.Resume {
+		t2 := time.Now()
+		if err := client.Action(ctx, api.ActionResume); err != nil {
+			e.cmd.Process.Kill()
+			return nil, fmt.Errorf("pool: resume %s: %w", e.id, err)
+		}
+		c.Resumed = time.Since(t2)
+	}
+	c.Total = time.Since(t0)
+	m.mu.Lock()
+	ps.claimed++
+	if c.Source == "cold" {
+		ps.cold++
+	}
+	m.mu.Unlock()
+	return c, nil
+}
+
+// ProfileStatus counts a profile's VMs.
+type ProfileStatus struct {
+	Name     string `json:"name"`
+	Size     int    `json:"size"`
+	Ready    int    `json:"ready"`
+	Starting int    `json:"starting"`
+	Claimed  int    `json:"claimed"`
+	Cold     int    `json:"cold"`
+	Failed   int    `json:"failed"`
+	Reaped   int    `json:"reaped"`
+}
+
+// Status returns every profile's counts.
+func (m *Manager) Status() []ProfileStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []ProfileStatus
+	for _, p := range m.cfg.Profiles {
+		ps := m.profiles[p.Name]
+		out = append(out, ProfileStatus{Name: p.Name, Size: ps.target, Ready: len(ps.ready), Starting: ps.starting,
+			Claimed: ps.claimed, Cold: ps.cold, Failed: ps.failed, Reaped: ps.reaped})
+	}
+	return out
+}
+
+// Close stops filling, ends every unclaimed VMM and waits for them.
+// Claimed VMMs belong to their claimers and keep running.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	var all []*entry
+	for _, ps := range m.profiles {
+		all = append(all, ps.ready...)
+		ps.ready = nil
+	}
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+	var wg sync.WaitGroup
+	for _, e := range all {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.kill(); <-e.exited }()
+	}
+	wg.Wait()
+	// Leave the run directory if claimed VMMs still have sockets there.
+	os.Remove(m.cfg.RunDir)
+	return nil
+}

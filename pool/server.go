@@ -1,0 +1,88 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+// ClaimRequest is the body of POST /claim.
+type ClaimRequest struct {
+	Profile string `json:"profile"`
+	ID      string `json:"id,omitempty"`
+	Resume  bool   `json:"resume,omitempty"`
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// Handler serves the pool's API:
+//
+//	POST /claim   ClaimRequest -> Claim
+//	GET  /status  []ProfileStatus
+func Handler(m *Manager) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /claim", func(w http.ResponseWriter, r *http.Request) {
+		var req ClaimRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			reply(w, http.StatusBadRequest, errorBody{"malformed claim request: " + err.Error()})
+			return
+		}
+		c, err := m.Claim(r.Context(), req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume})
+		switch {
+		case errors.Is(err, ErrUnknownProfile):
+			reply(w, http.StatusNotFound, errorBody{err.Error()})
+		case errors.Is(err, ErrClosed):
+			reply(w, http.StatusServiceUnavailable, errorBody{err.Error()})
+		case err != nil:
+			reply(w, http.StatusInternalServerError, errorBody{err.Error()})
+		default:
+			reply(w, http.StatusOK, c)
+		}
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, m.Status())
+	})
+	return mux
+}
+
+func reply(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// Serve serves the pool's API on a 0600 Unix socket at path until ctx is
+// done, then removes the socket.
+func Serve(ctx context.Context, m *Manager, path string, log *slog.Logger) error {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	old := umask(0o177)
+	l, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	srv := &http.Server{Handler: Handler(m), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	case err := <-errc:
+		return err
+	}
+}

@@ -1,0 +1,124 @@
+package pool
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// entry is one VMM process the pool started.
+type entry struct {
+	id      string
+	profile *profileState
+	cmd     *exec.Cmd
+	sock    string
+	lease   *os.File // write end; 'c' hands the VMM over
+	readyAt time.Time
+	exited  chan struct{} // closed when the process has been reaped
+	exitErr error
+}
+
+// spawn starts `ember vmm` for p and waits until its API serves.
+func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
+	id := newID()
+	e := &entry{id: id, profile: p, sock: filepath.Join(m.cfg.RunDir, id+".sock"), exited: make(chan struct{})}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer readyR.Close()
+	leaseR, leaseW, err := os.Pipe()
+	if err != nil {
+		readyW.Close()
+		return nil, err
+	}
+	args := append([]string{"vmm", "--api-sock", e.sock, "--id", id, "--ready-fd", "3", "--lease-fd", "4"}, p.VMMArgs...)
+	cmd := exec.Command(m.cfg.Ember, args...)
+	cmd.ExtraFiles = []*os.File{readyW, leaseR}
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = os.Stderr
+	// Its own process group: a terminal's ^C to the pool does not reach a
+	// VMM that a client has claimed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	readyW.Close()
+	leaseR.Close()
+	if err != nil {
+		leaseW.Close()
+		return nil, fmt.Errorf("pool: start %s vmm: %w", m.cfg.Ember, err)
+	}
+	e.cmd, e.lease = cmd, leaseW
+	go func() {
+		e.exitErr = cmd.Wait()
+		close(e.exited)
+	}()
+
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(readyR).ReadString('\n')
+		if err != nil || line != "ready\n" {
+			ready <- fmt.Errorf("pool: vmm %s exited before it was ready", id)
+			return
+		}
+		ready <- nil
+	}()
+	timeout := time.Duration(m.cfg.StartTimeout)
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err = <-ready:
+	case <-t.C:
+		err = fmt.Errorf("pool: vmm %s not ready after %v", id, timeout)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		e.kill()
+		<-e.exited
+		if e.exitErr != nil {
+			err = fmt.Errorf("%w (%v)", err, e.exitErr)
+		}
+		return nil, err
+	}
+	e.readyAt = time.Now()
+	return e, nil
+}
+
+// handOver tells the VMM it now belongs to its claimer.
+func (e *entry) handOver() error {
+	_, err := e.lease.Write([]byte{'c'})
+	e.lease.Close()
+	return err
+}
+
+// kill ends an unclaimed VMM: closing the lease asks it to stop; SIGKILL
+// follows if it lingers.
+func (e *entry) kill() {
+	e.lease.Close()
+	select {
+	case <-e.exited:
+		return
+	case <-time.After(2 * time.Second):
+	}
+	e.cmd.Process.Signal(syscall.SIGKILL)
+}
+
+func (e *entry) alive() bool {
+	select {
+	case <-e.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+var errGone = errors.New("pool: VMM process exited")
