@@ -1,0 +1,56 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/embervm/ember/vmm/arch/x86"
+)
+
+// ErrConfig reports an invalid boot configuration.
+var ErrConfig = errors.New("boot: invalid configuration")
+
+// Config describes a Linux VM to boot.
+type Config struct {
+	// Kernel is a vmlinux (ELF) or bzImage file.
+	Kernel string
+	// Initrd is an optional initramfs.
+	Initrd string
+	// Cmdline is appended to DefaultCmdline.
+	Cmdline string
+	// MemoryMiB is the guest RAM size.
+	MemoryMiB uint64
+	// VCPUs is the number of vCPUs.
+	VCPUs int
+	// CPUTemplate names an x86 CPU template ("", "none", "portable",
+	// "emulation-safe").
+	CPUTemplate string
+	// Console receives the guest's serial output (nil discards it).
+	Console io.Writer
+	// DirtyLog turns on dirty-page logging (for diff snapshots).
+	DirtyLog bool
+	// OnMark is called for each boot-time marker the guest writes.
+	OnMark func(code uint8, sinceStart time.Duration)
+}
+
+// DefaultCmdline is what every ember guest kernel gets: the serial
+// console, reboot through the i8042 (which the VMM turns into a clean
+// stop), no PCI probing, a quick panic exit.
+const DefaultCmdline = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable"
+
+func (c *Config) validate() error {
+	switch {
+	case c.Kernel == "":
+		return fmt.Errorf("%w: no kernel", ErrConfig)
+	case c.VCPUs < 1 || c.VCPUs > 32:
+		return fmt.Errorf("%w: %d vCPUs (1-32)", ErrConfig, c.VCPUs)
+	case c.MemoryMiB<<20 < x86.MinMemory:
+		return fmt.Errorf("%w: %d MiB of memory (at least %d MiB)", ErrConfig, c.MemoryMiB, x86.MinMemory>>20)
+	}
+	if _, err := x86.ParseTemplate(c.CPUTemplate); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return nil
+}
