@@ -29,7 +29,7 @@ type VM struct {
 
 	marker *bootmarker.Device
 	mu     sync.Mutex
-	marks []bootmarker.Mark
+	marks  []bootmarker.Mark
 }
 
 // Marks returns the boot-time markers the guest wrote so far.
