@@ -1,0 +1,178 @@
+// Package labguest is the nested lab's guest agent. It runs as PID 1 of the
+// L1 Linux (ember's own binary started as "ember lab guest-init"): it mounts
+// the pseudo file systems, loads the kernel modules the host listed, runs the
+// requested command and relays its output and exit status to the host over a
+// virtio-serial port (see package labproto), then powers L1 off.
+package labguest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/embervm/ember/internal/lab/labproto"
+)
+
+// ErrNotPID1 means Main was called in a process that is not init.
+var ErrNotPID1 = errors.New("labguest: not running as PID 1 in the lab")
+
+// Timeouts of the agent's bounded waits.
+const (
+	portWait = 20 * time.Second // for the virtio-serial port to appear
+	ackWait  = 10 * time.Second // for the host to acknowledge the exit frame
+	// outputDrain bounds how long output pipes are read after the command
+	// exits, in case a background child still holds them open.
+	outputDrain = 2 * time.Second
+)
+
+// Main runs the agent. It only returns on failure before the command could
+// be started or the port opened; the caller should then log the error and
+// call PowerOff.
+func Main(ctx context.Context) error {
+	if os.Getpid() != 1 {
+		return ErrNotPID1
+	}
+	if err := mountAll(); err != nil {
+		return err
+	}
+	spec, err := readSpec()
+	if err != nil {
+		return err
+	}
+	if err := loadModules(spec.Modules); err != nil {
+		return err
+	}
+	setupHost(spec.HostTime)
+	port, err := openPort(ctx, labproto.PortName, portWait)
+	if err != nil {
+		return err
+	}
+	fw := labproto.NewFrameWriter(port)
+	if err := fw.WriteFrame(labproto.Hello, bootTime()); err != nil {
+		return err
+	}
+	code, runErr := runCommand(ctx, spec, fw)
+	if runErr != nil {
+		slog.Error("lab agent: command failed to start", "err", runErr)
+		err = fw.WriteFrame(labproto.Fail, []byte(runErr.Error()))
+	} else {
+		err = fw.WriteFrame(labproto.Exit, []byte(strconv.Itoa(code)))
+	}
+	if err != nil {
+		return err
+	}
+	waitAck(port, ackWait)
+	PowerOff()
+	return nil
+}
+
+// PowerOff syncs file systems and ends L1. The kernel is booted with
+// reboot=t and QEMU with -no-reboot, so a restart request makes QEMU exit.
+func PowerOff() {
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
+		slog.Error("lab agent: reboot", "err", err)
+	}
+	select {} // PID 1 must not exit: the kernel would panic.
+}
+
+func readSpec() (*labproto.Spec, error) {
+	b, err := os.ReadFile(labproto.SpecPath)
+	if err != nil {
+		return nil, fmt.Errorf("labguest: read spec: %w", err)
+	}
+	var s labproto.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("labguest: parse spec: %w", err)
+	}
+	if len(s.Args) == 0 {
+		return nil, fmt.Errorf("labguest: spec has no command")
+	}
+	return &s, nil
+}
+
+// runCommand runs the spec's command with its output streamed as frames and
+// returns its exit status. An error means it could not be started.
+func runCommand(ctx context.Context, spec *labproto.Spec, fw *labproto.FrameWriter) (int, error) {
+	path, err := lookPath(spec.Args[0], spec.Env)
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.CommandContext(ctx, path, spec.Args[1:]...)
+	cmd.Args = spec.Args
+	cmd.Env = spec.Env
+	cmd.Dir = spec.Dir
+	cmd.Stdout = fw.Stream(labproto.Stdout)
+	cmd.Stderr = fw.Stream(labproto.Stderr)
+	cmd.WaitDelay = outputDrain
+	if err := fw.WriteFrame(labproto.Start, bootTime()); err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start %q: %w", spec.Args[0], err)
+	}
+	err = cmd.Wait()
+	st := cmd.ProcessState
+	if st == nil {
+		return 0, fmt.Errorf("wait %q: %w", spec.Args[0], err)
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return st.ExitCode(), nil
+}
+
+// lookPath resolves name against the PATH in the command's environment (not
+// the agent's own).
+func lookPath(name string, env []string) (string, error) {
+	path := "/bin:/sbin:/usr/bin:/usr/sbin"
+	for _, kv := range env {
+		if len(kv) > 5 && kv[:5] == "PATH=" {
+			path = kv[5:]
+		}
+	}
+	old := os.Getenv("PATH")
+	defer os.Setenv("PATH", old)
+	os.Setenv("PATH", path)
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("find %q: %w", name, err)
+	}
+	return p, nil
+}
+
+// bootTime returns CLOCK_BOOTTIME in nanoseconds, as decimal text.
+func bootTime() []byte {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return []byte(strconv.FormatInt(ts.Nano(), 10))
+}
+
+// waitAck waits up to d for the host's acknowledgement byte.
+func waitAck(port *os.File, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		for {
+			n, err := port.Read(b[:])
+			if err != nil || (n == 1 && b[0] == labproto.Ack) {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		slog.Warn("lab agent: no acknowledgement from the host", "waited", d)
+	}
+}

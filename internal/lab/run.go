@@ -1,0 +1,257 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/embervm/ember/internal/lab/labproto"
+)
+
+// shutdownGrace is how long L1 may take to power off after reporting the
+// command's exit before QEMU is killed.
+const shutdownGrace = 5 * time.Second
+
+var errRunTimeout = errors.New("lab run timeout")
+
+// Run boots a fresh L1, runs cfg.Args in it and returns the command's exit
+// status. The command's output is streamed to cfg.Stdout and cfg.Stderr
+// while it runs. A non-zero exit status is not an error. On every return
+// path QEMU has been killed or has exited; Run leaves no files behind
+// except those in the cache.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	t0 := time.Now()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	qemu, err := exec.LookPath(cfg.QEMU)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrQEMUMissing, err)
+	}
+	if err := CheckStatic(cfg.Ember); err != nil {
+		return nil, err
+	}
+	img, err := Prepare(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	spec := &labproto.Spec{
+		Args: cfg.Args, Env: guestEnv(cfg.Env), Dir: cfg.Dir,
+		Modules: img.guestModules, HostTime: time.Now().UnixNano(),
+	}
+	initrd, err := buildInitrd(img.Base, &cfg, spec)
+	if err != nil {
+		return nil, err
+	}
+	defer initrd.Close()
+
+	tl := newTail(consoleTailBytes)
+	console := io.Writer(tl)
+	var sinks []io.Writer
+	if cfg.Console != nil {
+		sinks = append(sinks, cfg.Console)
+	}
+	if cfg.ConsoleLog != "" {
+		f, err := os.Create(cfg.ConsoleLog)
+		if err != nil {
+			return nil, fmt.Errorf("lab: console log: %w", err)
+		}
+		defer f.Close()
+		sinks = append(sinks, f)
+	}
+	if len(sinks) > 0 {
+		console = io.MultiWriter(append([]io.Writer{tl}, sinks...)...)
+	}
+
+	ctx, cancel := context.WithTimeoutCause(ctx, cfg.Timeout, errRunTimeout)
+	defer cancel()
+	tStart := time.Now()
+	m, err := startMachine(qemu, qemuArgs(&cfg, img.Kernel.Image), initrd, console)
+	if err != nil {
+		return nil, err
+	}
+	defer m.conn.Close()
+	slog.Debug("lab: L1 started", "pid", m.cmd.Process.Pid, "prepare", tStart.Sub(t0))
+
+	var rep report
+	finished := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		readChannel(m.conn, cfg.Stdout, cfg.Stderr, &rep, finished)
+	}()
+
+	var waitErr error
+	var grace <-chan time.Time
+	stopped := false
+	for !stopped {
+		select {
+		case waitErr = <-m.done:
+			stopped = true
+		case <-finished:
+			finished = nil
+			grace = time.After(shutdownGrace)
+		case <-grace:
+			slog.Debug("lab: L1 did not power off; killing it")
+			m.kill()
+			grace = nil
+		case <-ctx.Done():
+			m.kill()
+			waitErr = <-m.done
+			stopped = true
+		}
+	}
+	// QEMU has exited, so its end of the channel is closed: the reader
+	// drains what is left and sees EOF.
+	select {
+	case <-readerDone:
+	case <-time.After(shutdownGrace):
+		m.conn.Close()
+		<-readerDone
+	}
+	r := rep.snapshot()
+	res := &Result{ExitCode: r.code, Console: tl.String(), GuestBoot: r.guestBoot, Total: time.Since(t0)}
+	if !r.started.IsZero() {
+		res.Boot = r.started.Sub(tStart)
+	}
+	switch {
+	case r.exited && r.err == nil:
+		return res, nil
+	case r.fail != "":
+		return res, fmt.Errorf("%w: %s", ErrStart, r.fail)
+	case context.Cause(ctx) == errRunTimeout:
+		phase := "before the command started"
+		if !r.started.IsZero() {
+			phase = fmt.Sprintf("%v after the command started", time.Since(r.started).Round(time.Millisecond))
+		}
+		return res, fmt.Errorf("%w after %v (%s); QEMU killed%s", ErrTimeout, cfg.Timeout, phase, consoleNote(res.Console))
+	case ctx.Err() != nil:
+		return res, fmt.Errorf("lab: %w; QEMU killed", ctx.Err())
+	case r.err != nil:
+		return res, fmt.Errorf("%w%s", r.err, consoleNote(res.Console))
+	case r.started.IsZero():
+		return res, fmt.Errorf("%w (QEMU: %v)%s%s", ErrBoot, waitErr, qemuNote(m.errb.String()), consoleNote(res.Console))
+	default:
+		return res, fmt.Errorf("%w (QEMU: %v)%s%s", ErrLost, waitErr, qemuNote(m.errb.String()), consoleNote(res.Console))
+	}
+}
+
+func consoleNote(c string) string {
+	if strings.TrimSpace(c) == "" {
+		return "\n(L1 console is empty)"
+	}
+	return "\n--- tail of L1 console ---\n" + strings.TrimRight(c, "\n") + "\n--- end of L1 console ---"
+}
+
+func qemuNote(s string) string {
+	if s = strings.TrimSpace(s); s == "" {
+		return ""
+	}
+	return "\nQEMU stderr: " + s
+}
+
+// guestEnv returns the command's environment: defaults overridden by env.
+func guestEnv(env []string) []string {
+	base := []string{
+		"PATH=/bin:/sbin:/usr/bin:/usr/sbin",
+		"HOME=/root",
+		"TERM=dumb",
+		labproto.GuestEnv + "=1",
+	}
+	out := make([]string, 0, len(base)+len(env))
+	keys := map[string]int{}
+	for _, kv := range append(base, env...) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := keys[k]; ok {
+			out[i] = kv
+			continue
+		}
+		keys[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+// Image is L1's kernel and base initramfs, ready to boot.
+type Image struct {
+	// Kernel is L1's kernel.
+	Kernel *Kernel
+	// Base is the cached base initramfs archive (busybox and modules).
+	Base string
+	// Modules are the kernel modules L1 loads, dependencies first.
+	Modules []string
+
+	guestModules []string
+}
+
+// Prepare fetches L1's kernel and builds its base initramfs if they are not
+// cached yet. Only cfg's cache, kernel, busybox and module settings are
+// used.
+func Prepare(ctx context.Context, cfg Config) (*Image, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	k, err := PrepareKernel(ctx, cfg.Cache, cfg.KernelPackage)
+	if err != nil {
+		return nil, err
+	}
+	mods, err := resolveModules(k, append(append([]string{}, DefaultModules...), cfg.Modules...), optionalModules)
+	if err != nil {
+		return nil, err
+	}
+	base, err := baseImage(ctx, cfg.Cache, k, cfg.Busybox, mods)
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{Kernel: k, Base: base}
+	for _, m := range mods {
+		img.Modules = append(img.Modules, m.name)
+		img.guestModules = append(img.guestModules, path.Join("/lib/modules", k.Release, m.rel))
+	}
+	return img, nil
+}
+
+// buildInitrd returns an in-memory file (memfd) holding the base archive
+// followed by this run's payload archive.
+func buildInitrd(base string, cfg *Config, spec *labproto.Spec) (*os.File, error) {
+	fd, err := unix.MemfdCreate("ember-lab-initrd", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("lab: memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "ember-lab-initrd")
+	b, err := os.Open(base)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	defer b.Close()
+	if _, err := io.Copy(f, b); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lab: initrd: %w", err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err := writePayload(bw, cfg, spec); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := bw.Flush(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lab: initrd: %w", err)
+	}
+	return f, nil
+}
