@@ -1,0 +1,4 @@
+package virtio
+
+// ParseChain exposes parseChain to the external tests.
+var ParseChain = parseChain
