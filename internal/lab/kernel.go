@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -36,18 +34,28 @@ type Kernel struct {
 // in this or other processes, share the work through a lock.
 //
 // If apt cannot resolve the package (for example, no package lists), the
-// newest kernel already in the cache is used, with a warning.
+// kernel that meta last resolved to, if cached, is used with a warning.
 func PrepareKernel(ctx context.Context, cacheDir, meta string) (*Kernel, error) {
 	kdir := filepath.Join(cacheDir, "kernel")
+	// current records which package meta resolved to last time, for
+	// hosts that lose their apt lists.
+	current := filepath.Join(kdir, meta+".current")
 	pkg, version, err := resolveKernelPackage(ctx, meta)
 	if err != nil {
-		if k, cerr := newestCachedKernel(kdir); cerr == nil {
-			slog.Warn("lab: using cached kernel; apt could not resolve a newer one", "kernel", k.Package+"_"+k.Version, "err", err)
-			return k, nil
+		if name, rerr := os.ReadFile(current); rerr == nil {
+			if k, kerr := loadKernel(filepath.Join(kdir, strings.TrimSpace(string(name)))); kerr == nil {
+				slog.Warn("lab: apt could not resolve the kernel package; using the cached one", "kernel", k.Package+"_"+k.Version, "err", err)
+				return k, nil
+			}
 		}
 		return nil, err
 	}
 	dir := filepath.Join(kdir, pkg+"_"+version)
+	defer func() {
+		if exists(dir) {
+			_ = writeFileAtomic(current, []byte(pkg+"_"+version+"\n"))
+		}
+	}()
 	if !exists(dir) {
 		unlock, err := lockCache(cacheDir)
 		if err != nil {
@@ -160,34 +168,6 @@ func loadKernel(dir string) (*Kernel, error) {
 	}
 	k.Package, k.Version, _ = strings.Cut(filepath.Base(dir), "_")
 	return k, nil
-}
-
-// newestCachedKernel returns the most recently unpacked cached kernel.
-func newestCachedKernel(kdir string) (*Kernel, error) {
-	ents, err := os.ReadDir(kdir)
-	if err != nil {
-		return nil, err
-	}
-	type cand struct {
-		dir string
-		mod int64
-	}
-	var cands []cand
-	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		if fi, err := e.Info(); err == nil {
-			cands = append(cands, cand{filepath.Join(kdir, e.Name()), fi.ModTime().UnixNano()})
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].mod > cands[j].mod })
-	for _, c := range cands {
-		if k, err := loadKernel(c.dir); err == nil {
-			return k, nil
-		}
-	}
-	return nil, errors.New("no cached kernel")
 }
 
 // builtinModules returns the names of modules built into the kernel.

@@ -1,0 +1,272 @@
+package labtest
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/embervm/ember/internal/lab"
+)
+
+// NativePrefix starts the names of tests that need native KVM.
+const NativePrefix = "TestNative"
+
+// ModeEnv selects how native tests run: "off", "force" or unset (auto).
+const ModeEnv = "EMBER_LAB"
+
+// guestPkgDir is the inner test binary's working directory in L1.
+const guestPkgDir = "/ember-test/pkg"
+
+// bootSlack is added to the test timeout to bound the whole lab run.
+const bootSlack = 2 * time.Minute
+
+// Option configures Main.
+type Option func(*options)
+
+type options struct {
+	files []lab.File
+	cfg   func(*lab.Config)
+}
+
+// WithFiles copies extra host files into L1 for the native tests.
+func WithFiles(files ...lab.File) Option {
+	return func(o *options) { o.files = append(o.files, files...) }
+}
+
+// WithConfig lets the package adjust the lab configuration (memory, CPUs,
+// modules) before the run.
+func WithConfig(f func(*lab.Config)) Option {
+	return func(o *options) { o.cfg = f }
+}
+
+// Main runs the package's tests, sending TestNative* tests to the nested
+// lab when the host cannot run them; it does not return.
+func Main(m *testing.M, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	os.Exit(run(m, &o, os.Stdout))
+}
+
+func run(m *testing.M, o *options, out io.Writer) int {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	if flagValue("test.list") != "" || InLab() {
+		return m.Run()
+	}
+	mode := os.Getenv(ModeEnv)
+	if native, _ := NativeKVM(); native && mode != "force" {
+		return m.Run()
+	}
+	natives, err := listNative(flagValue("test.run"))
+	if err != nil {
+		fmt.Fprintf(out, "labtest: %v\n", err)
+		return 1
+	}
+	// Host part: everything but the native tests.
+	skip := "^" + NativePrefix
+	if s := flagValue("test.skip"); s != "" {
+		skip += "|" + s
+	}
+	_ = flag.Set("test.skip", skip)
+	code := m.Run()
+	if len(natives) == 0 {
+		return code
+	}
+	if mode == "off" {
+		reportAll(out, natives, "SKIP", ModeEnv+"=off: native-KVM tests not run (this host's KVM cannot run guest kernels)")
+		return code
+	}
+	if err := runInLab(context.Background(), natives, o, out); err != nil {
+		fmt.Fprintf(out, "labtest: %v\n", err)
+		return 1
+	}
+	return code
+}
+
+// errInnerFailed means the tests in L1 ran and failed; their output says
+// why.
+var errInnerFailed = errors.New("native tests failed in the nested lab")
+
+// runInLab boots L1 once and runs the native tests there.
+func runInLab(ctx context.Context, natives []string, o *options, out io.Writer) error {
+	fail := func(err error) error {
+		reportAll(out, natives, "FAIL", "cannot run in the nested lab: "+err.Error())
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fail(err)
+	}
+	if err := lab.CheckStatic(self); err != nil {
+		return fail(fmt.Errorf("%w: the test binary must be static to run in L1; run the tests with CGO_ENABLED=0 (make test does)", err))
+	}
+	tmp, err := os.MkdirTemp("", "ember-labtest-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(tmp)
+	ember, err := BuildEmber(ctx, tmp)
+	if err != nil {
+		return fail(err)
+	}
+	guestBin := path.Join(guestPkgDir, filepath.Base(self))
+	files := append([]lab.File{{HostPath: self, GuestPath: guestBin}}, o.files...)
+	td, err := testdataFiles("testdata", path.Join(guestPkgDir, "testdata"))
+	if err != nil {
+		return fail(err)
+	}
+	files = append(files, td...)
+
+	timeout := 10 * time.Minute
+	if d, err := time.ParseDuration(flagValue("test.timeout")); err == nil && d > 0 {
+		timeout = d
+	}
+	cfg := lab.Config{
+		Args:       append([]string{guestBin}, innerFlags(natives)...),
+		Env:        passEnv(os.Environ()),
+		Dir:        guestPkgDir,
+		Files:      files,
+		Ember:      ember,
+		Timeout:    timeout + bootSlack,
+		Stdout:     out,
+		Stderr:     out,
+		ConsoleLog: os.Getenv("EMBER_LAB_CONSOLE"),
+	}
+	cfg.CPUs, _ = strconv.Atoi(os.Getenv("EMBER_LAB_CPUS"))
+	cfg.MemoryMiB, _ = strconv.Atoi(os.Getenv("EMBER_LAB_MEM"))
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	fmt.Fprintf(out, "labtest: running %d native-KVM test(s) in the nested lab: %s\n", len(natives), strings.Join(natives, " "))
+	res, err := lab.Run(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(out, "labtest: nested lab: exit %d, boot %v, total %v\n",
+		res.ExitCode, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
+	if res.ExitCode != 0 {
+		return fmt.Errorf("%w (exit status %d)", errInnerFailed, res.ExitCode)
+	}
+	return nil
+}
+
+// listNative lists the package's top-level native tests selected by the
+// -test.run pattern run (its first slash-separated element), by running
+// this test binary with -test.list.
+func listNative(run string) ([]string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	outb, err := exec.Command(self, "-test.list", "^"+NativePrefix).Output()
+	if err != nil {
+		return nil, fmt.Errorf("list native tests: %w", err)
+	}
+	var sel *regexp.Regexp
+	if top, _, _ := strings.Cut(run, "/"); top != "" {
+		if sel, err = regexp.Compile(top); err != nil {
+			return nil, fmt.Errorf("bad -test.run: %w", err)
+		}
+	}
+	var names []string
+	for _, n := range strings.Fields(string(outb)) {
+		if strings.HasPrefix(n, NativePrefix) && (sel == nil || sel.MatchString(n)) {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+// innerFlags returns the flags for the test binary in L1: the selected
+// native tests, and the host's own test flags that make sense there.
+func innerFlags(natives []string) []string {
+	quoted := make([]string, len(natives))
+	for i, n := range natives {
+		quoted[i] = regexp.QuoteMeta(n)
+	}
+	run := "^(" + strings.Join(quoted, "|") + ")$"
+	if _, sub, ok := strings.Cut(flagValue("test.run"), "/"); ok {
+		run += "/" + sub
+	}
+	args := []string{"-test.run=" + run}
+	pass := map[string]bool{"test.v": true, "test.count": true, "test.timeout": true, "test.failfast": true,
+		"test.short": true, "test.parallel": true, "test.cpu": true, "test.paniconexit0": true, "test.shuffle": true}
+	flag.Visit(func(f *flag.Flag) {
+		if pass[f.Name] {
+			args = append(args, "-"+f.Name+"="+f.Value.String())
+		}
+	})
+	return args
+}
+
+// passEnv selects the host variables passed to the tests in L1.
+func passEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == ModeEnv || k == "EMBER_LAB_CONSOLE" || k == EmberEnv {
+			continue
+		}
+		if strings.HasPrefix(k, "EMBER_") || k == "GOTRACEBACK" || k == "GODEBUG" {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// testdataFiles lists the regular files under dir (if it exists) as lab
+// files placed under guestDir.
+func testdataFiles(dir, guestDir string) ([]lab.File, error) {
+	var files []lab.File
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p == dir {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			files = append(files, lab.File{HostPath: p, GuestPath: path.Join(guestDir, filepath.ToSlash(rel))})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("testdata: %w", err)
+	}
+	return files, nil
+}
+
+// reportAll prints a "--- FAIL" or "--- SKIP" result line for each test, in
+// the format go test and test2json understand, so that no native test
+// disappears silently.
+func reportAll(out io.Writer, names []string, verdict, reason string) {
+	for _, n := range names {
+		fmt.Fprintf(out, "--- %s: %s (0.00s)\n    labtest: %s\n", verdict, n, strings.ReplaceAll(reason, "\n", "\n    "))
+	}
+	if verdict == "FAIL" {
+		fmt.Fprintln(out, "FAIL")
+	}
+}
+
+func flagValue(name string) string {
+	if f := flag.Lookup(name); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
