@@ -402,7 +402,7 @@ func TestOddAccesses(t *testing.T) {
 			t.Errorf("write %#x/%d: %v", a.off, a.n, err)
 		}
 	}
-	f.drv.Kick(7)          // no such queue
+	f.drv.Kick(7)           // no such queue
 	f.drv.Write32(0x0f0, 1) // unknown register
 	if st := f.drv.Read32(mmio.RegStatus); st != statusActive {
 		t.Errorf("status %#x after odd accesses", st)
