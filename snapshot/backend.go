@@ -101,8 +101,7 @@ type Memory struct {
 
 // OpenMemory builds guest memory for a full snapshot with the chosen
 // backend. For uffd and prefetch, faults are served from the moment it
-// returns; prefetching (if any) starts at Attach, just before the guest
-// runs, so it does not slow the machine's set-up.
+// returns; prefetching (if any) starts at StartPrefetch.
 func OpenMemory(ctx context.Context, snap *Snapshot, opts MemoryOptions) (_ *Memory, err error) {
 	t0 := time.Now()
 	if _, err := ParseBackend(string(opts.Backend)); err != nil {
@@ -274,19 +273,13 @@ func (m *Memory) WaitPrefetch(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// Attach ties the fault handler to the machine using this memory and
-// starts installing the working set (prefetch). Call it just before
-// starting the machine. If the handler fails, the machine is stopped (its vCPUs kicked out of the
+// Attach ties the fault handler to the machine using this memory. Call it
+// before starting the machine. If the handler fails, the machine is stopped (its vCPUs kicked out of the
 // guest) and then the userfaultfd is closed so that no vCPU stays blocked
 // on a fault. Err then reports the failure. Copy and mmap have no handler.
 func (m *Memory) Attach(mach *vmm.Machine) {
 	if m.srv == nil {
 		return
-	}
-	if m.prefetch != nil && m.cancel == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		m.cancel = cancel
-		m.prefetch.start(ctx)
 	}
 	m.srv.setOnFail(func(err error) {
 		go func() {
@@ -307,6 +300,19 @@ func (m *Memory) Attach(mach *vmm.Machine) {
 			}
 		}()
 	})
+}
+
+// StartPrefetch starts installing the recorded working set in the
+// background, if the prefetch backend found one. Call it right after
+// starting the machine: the guest's first instruction does not wait for
+// it, and pages the guest needs before the prefetcher reaches them are
+// served on demand.
+func (m *Memory) StartPrefetch() {
+	if m.prefetch != nil && m.cancel == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		m.cancel = cancel
+		m.prefetch.start(ctx)
+	}
 }
 
 // Err returns the fault handler's failure (wrapping ErrHandler), or nil.

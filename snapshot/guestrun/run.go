@@ -133,6 +133,7 @@ func restore(ctx context.Context, sys *kvm.System, req Request, log *slog.Logger
 		return err
 	}
 	first := time.Now()
+	mem.StartPrefetch()
 	res.FromRestoreStart = first.Sub(t0)
 	res.FromProcessStart = first.Sub(spawnTime())
 	go func() {
