@@ -31,11 +31,10 @@ func (r *report) snapshot() report {
 		exited: r.exited, code: r.code, fail: r.fail, err: r.err}
 }
 
-// readChannel reads the agent's frames from conn until EOF, writing output
-// to stdout and stderr as it arrives (so a slow writer slows the guest, and
-// nothing is dropped). It acknowledges the final frame on conn and closes
-// finished when it arrives, then keeps reading until QEMU closes the
-// channel.
+// readChannel reads the agent's frames from conn until the final (Exit or
+// Fail) frame or EOF, writing output to stdout and stderr as it arrives (so
+// a slow writer slows the guest, and nothing is dropped). It acknowledges
+// the final frame on conn and closes finished.
 func readChannel(conn io.ReadWriter, stdout, stderr io.Writer, r *report, finished chan<- struct{}) {
 	for {
 		typ, payload, err := labproto.ReadFrame(conn)
@@ -82,6 +81,9 @@ func readChannel(conn io.ReadWriter, stdout, stderr io.Writer, r *report, finish
 			r.mu.Unlock()
 			_, _ = conn.Write([]byte{labproto.Ack})
 			close(finished)
+			// Nothing follows the final frame; the host kills QEMU now,
+			// which may reset the connection.
+			return
 		}
 	}
 }

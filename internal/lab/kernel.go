@@ -40,6 +40,15 @@ func PrepareKernel(ctx context.Context, cacheDir, meta string) (*Kernel, error) 
 	// current records which package meta resolved to last time, for
 	// hosts that lose their apt lists.
 	current := filepath.Join(kdir, meta+".current")
+	// Asking apt costs seconds; its answer only changes when the package
+	// lists do.
+	if fresh(current, aptListsDir) {
+		if name, err := os.ReadFile(current); err == nil {
+			if k, err := loadKernel(filepath.Join(kdir, strings.TrimSpace(string(name)))); err == nil {
+				return k, nil
+			}
+		}
+	}
 	pkg, version, err := resolveKernelPackage(ctx, meta)
 	if err != nil {
 		if name, rerr := os.ReadFile(current); rerr == nil {
@@ -69,6 +78,20 @@ func PrepareKernel(ctx context.Context, cacheDir, meta string) (*Kernel, error) 
 		}
 	}
 	return loadKernel(dir)
+}
+
+// aptListsDir holds apt's package lists; "apt-get update" changes its
+// modification time.
+const aptListsDir = "/var/lib/apt/lists"
+
+// fresh reports whether file exists and is newer than dep.
+func fresh(file, dep string) bool {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return false
+	}
+	di, err := os.Stat(dep)
+	return err == nil && fi.ModTime().After(di.ModTime())
 }
 
 // resolveKernelPackage asks apt which versioned package meta depends on and

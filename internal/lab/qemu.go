@@ -27,7 +27,7 @@ const (
 // -no-reboot turns the agent's final restart (and panic=-1) into QEMU
 // exiting. Everything after "--" is passed to the init process.
 func kernelCmdline(extra []string) string {
-	args := []string{"console=ttyS0", "reboot=t", "panic=-1", "quiet", "rdinit=" + GuestEmber}
+	args := []string{"console=ttyS0", "reboot=t", "panic=-1", "rdinit=" + GuestEmber}
 	if khz := tscKHz(); khz > 0 {
 		args = append(args, "tsc_early_khz="+strconv.FormatUint(khz, 10), "tsc=reliable")
 	}

@@ -18,9 +18,8 @@ import (
 	"github.com/embervm/ember/internal/lab/labproto"
 )
 
-// shutdownGrace is how long L1 may take to power off after reporting the
-// command's exit before QEMU is killed.
-const shutdownGrace = 5 * time.Second
+// drainGrace bounds how long the channel is read after QEMU exited.
+const drainGrace = 5 * time.Second
 
 var errRunTimeout = errors.New("lab run timeout")
 
@@ -96,19 +95,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}()
 
 	var waitErr error
-	var grace <-chan time.Time
 	stopped := false
 	for !stopped {
 		select {
 		case waitErr = <-m.done:
 			stopped = true
 		case <-finished:
+			// The agent reported everything; powering L1 off cleanly
+			// would only cost time.
 			finished = nil
-			grace = time.After(shutdownGrace)
-		case <-grace:
-			slog.Debug("lab: L1 did not power off; killing it")
 			m.kill()
-			grace = nil
 		case <-ctx.Done():
 			m.kill()
 			waitErr = <-m.done
@@ -119,7 +115,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// drains what is left and sees EOF.
 	select {
 	case <-readerDone:
-	case <-time.After(shutdownGrace):
+	case <-time.After(drainGrace):
 		m.conn.Close()
 		<-readerDone
 	}

@@ -52,6 +52,7 @@ func Main(ctx context.Context) error {
 		return err
 	}
 	setupHost(spec.HostTime)
+	slog.Info("lab agent: up", "modules", len(spec.Modules))
 	port, err := openPort(ctx, labproto.PortName, portWait)
 	if err != nil {
 		return err
@@ -60,7 +61,9 @@ func Main(ctx context.Context) error {
 	if err := fw.WriteFrame(labproto.Hello, bootTime()); err != nil {
 		return err
 	}
+	slog.Info("lab agent: running command", "args", spec.Args)
 	code, runErr := runCommand(ctx, spec, fw)
+	slog.Info("lab agent: command finished", "status", code, "err", runErr)
 	if runErr != nil {
 		slog.Error("lab agent: command failed to start", "err", runErr)
 		err = fw.WriteFrame(labproto.Fail, []byte(runErr.Error()))
