@@ -7,6 +7,7 @@ package taptest
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -35,8 +36,17 @@ func NetNS(t testing.TB) string {
 	var ns netns.NsHandle
 	err := inNewThread(func() error {
 		var err error
-		ns, err = netns.New()
-		return err
+		if ns, err = netns.New(); err != nil {
+			return err
+		}
+		// No IPv6 on new interfaces: no router solicitations or MLD
+		// reports mixed into the frames a test watches.
+		for _, p := range []string{"/proc/sys/net/ipv6/conf/default/disable_ipv6", "/proc/sys/net/ipv6/conf/all/disable_ipv6"} {
+			if err := os.WriteFile(p, []byte("1"), 0o644); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("taptest: new network namespace: %v", err)
