@@ -19,6 +19,7 @@
 //	EMBER_LAB_EMBER=P   use the static ember binary P instead of building one
 //	EMBER_LAB_CONSOLE=F write L1's kernel console to file F
 //	EMBER_LAB_CPUS=N, EMBER_LAB_MEM=MiB   size L1
+//	EMBER_LAB_QEMU=P    use the QEMU binary P
 //
 // Variables named EMBER_* (and GOTRACEBACK, GODEBUG) are passed to the
 // tests in L1. A package's testdata directory is copied into L1 next to the

@@ -137,7 +137,7 @@ func runInLab(ctx context.Context, natives []string, o *options, out io.Writer) 
 		timeout = d
 	}
 	cfg := lab.Config{
-		Args:       append([]string{guestBin}, innerFlags(natives)...),
+		Args:       append([]string{guestBin}, innerFlags(natives, flagValue("test.run"), flag.Visit)...),
 		Env:        passEnv(os.Environ()),
 		Dir:        guestPkgDir,
 		Files:      files,
@@ -146,6 +146,7 @@ func runInLab(ctx context.Context, natives []string, o *options, out io.Writer) 
 		Stdout:     out,
 		Stderr:     out,
 		ConsoleLog: os.Getenv("EMBER_LAB_CONSOLE"),
+		QEMU:       os.Getenv("EMBER_LAB_QEMU"),
 	}
 	cfg.CPUs, _ = strconv.Atoi(os.Getenv("EMBER_LAB_CPUS"))
 	cfg.MemoryMiB, _ = strconv.Atoi(os.Getenv("EMBER_LAB_MEM"))
@@ -193,20 +194,22 @@ func listNative(run string) ([]string, error) {
 }
 
 // innerFlags returns the flags for the test binary in L1: the selected
-// native tests, and the host's own test flags that make sense there.
-func innerFlags(natives []string) []string {
+// native tests (with the subtest part of the host's -test.run pattern run),
+// and those of the host's own test flags, visited by visit, that make
+// sense there.
+func innerFlags(natives []string, run string, visit func(func(*flag.Flag))) []string {
 	quoted := make([]string, len(natives))
 	for i, n := range natives {
 		quoted[i] = regexp.QuoteMeta(n)
 	}
-	run := "^(" + strings.Join(quoted, "|") + ")$"
-	if _, sub, ok := strings.Cut(flagValue("test.run"), "/"); ok {
-		run += "/" + sub
+	sel := "^(" + strings.Join(quoted, "|") + ")$"
+	if _, sub, ok := strings.Cut(run, "/"); ok {
+		sel += "/" + sub
 	}
-	args := []string{"-test.run=" + run}
+	args := []string{"-test.run=" + sel}
 	pass := map[string]bool{"test.v": true, "test.count": true, "test.timeout": true, "test.failfast": true,
 		"test.short": true, "test.parallel": true, "test.cpu": true, "test.paniconexit0": true, "test.shuffle": true}
-	flag.Visit(func(f *flag.Flag) {
+	visit(func(f *flag.Flag) {
 		if pass[f.Name] {
 			args = append(args, "-"+f.Name+"="+f.Value.String())
 		}
@@ -219,7 +222,7 @@ func passEnv(env []string) []string {
 	var out []string
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == ModeEnv || k == "EMBER_LAB_CONSOLE" || k == EmberEnv {
+		if k == ModeEnv || k == "EMBER_LAB_CONSOLE" || k == "EMBER_LAB_QEMU" || k == EmberEnv {
 			continue
 		}
 		if strings.HasPrefix(k, "EMBER_") || k == "GOTRACEBACK" || k == "GODEBUG" {
