@@ -68,7 +68,7 @@ func buildRootfs(root string) error {
 		return err
 	}
 	applets := []string{"sh", "echo", "cat", "sleep", "kill", "ls", "hostname", "seq", "head", "wc",
-		"true", "false", "stty", "id", "ps", "yes", "printf", "env", "pwd", "grep", "touch", "test", "dd", "read"}
+		"true", "false", "stty", "id", "ps", "yes", "printf", "env", "pwd", "grep", "touch", "test", "dd", "read", "tr"}
 	for _, a := range applets {
 		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
 			return err
@@ -264,6 +264,14 @@ func (h *harness) startSleeper(id string) {
 
 // exec starts an exec process and returns its output collector.
 func (h *harness) exec(ctx context.Context, id, execID string, proc *specs.Process, stdin bool) (*output, error) {
+	if err := h.startExec(ctx, id, execID, proc, stdin); err != nil {
+		return nil, err
+	}
+	return h.collect(ctx, &api.ProcessRef{ContainerId: id, ExecId: execID}, 0), nil
+}
+
+// startExec starts an exec process.
+func (h *harness) startExec(ctx context.Context, id, execID string, proc *specs.Process, stdin bool) error {
 	if proc.Env == nil {
 		proc.Env = []string{"PATH=/bin"}
 	}
@@ -273,10 +281,7 @@ func (h *harness) exec(ctx context.Context, id, execID string, proc *specs.Proce
 	_, err := h.client.ExecProcess(ctx, &api.ExecProcessRequest{
 		ContainerId: id, ExecId: execID, OciProcess: mustJSON(h.t, proc), Stdio: &api.Stdio{Stdin: stdin},
 	})
-	if err != nil {
-		return nil, err
-	}
-	return h.collect(ctx, &api.ProcessRef{ContainerId: id, ExecId: execID}, 0), nil
+	return err
 }
 
 func (h *harness) wait(ctx context.Context, id, execID string) *api.WaitProcessResponse {

@@ -14,8 +14,8 @@ import (
 // Stats are a container's resource figures.
 type Stats struct {
 	CPUUsageNs, CPUUserNs, CPUSystemNs uint64
-	MemoryUsage, MemoryLimit          uint64
-	Pids                              uint64
+	MemoryUsage, MemoryLimit           uint64
+	Pids                               uint64
 }
 
 // Stats reads the group's cpu.stat, memory.current, memory.max and

@@ -41,12 +41,12 @@ type initConfig struct {
 	// Exec mode: the process, and the fds of the container's namespaces
 	// (ipc, uts, pid, mnt), its root directory and its cgroup.procs (-1
 	// if none).
-	Process    *specs.Process `json:"process,omitempty"`
-	NsFds      []nsFd         `json:"nsFds,omitempty"`
-	RootFd     int            `json:"rootFd,omitempty"`
-	CgroupFd   int            `json:"cgroupFd,omitempty"`
-	HasCgroup  bool           `json:"hasCgroup,omitempty"`
-	Terminal   bool           `json:"terminal,omitempty"`
+	Process   *specs.Process `json:"process,omitempty"`
+	NsFds     []nsFd         `json:"nsFds,omitempty"`
+	RootFd    int            `json:"rootFd,omitempty"`
+	CgroupFd  int            `json:"cgroupFd,omitempty"`
+	HasCgroup bool           `json:"hasCgroup,omitempty"`
+	Terminal  bool           `json:"terminal,omitempty"`
 }
 
 type nsFd struct {

@@ -39,8 +39,12 @@ type Container struct {
 // ID is the container's id.
 func (c *Container) ID() string { return c.id }
 
-// State is the current state.
+// State is the current state. A container whose init was reaped is
+// Stopped, even if watch has not run yet.
 func (c *Container) State() State {
+	if c.init.Exited() {
+		_ = c.setState(Stopped)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.state
@@ -53,6 +57,9 @@ func (c *Container) Init() *Process { return c.init }
 func (c *Container) setState(to State) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state == to {
+		return nil
+	}
 	if err := transition(c.state, to); err != nil {
 		return err
 	}
@@ -109,11 +116,10 @@ func (c *Container) Exec(ctx context.Context, execID string, proc *specs.Process
 	if err := validateProcess(proc); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	if c.state != Running {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("exec in %s (%s): %w", c.id, c.state, ErrInvalidState)
+	if s := c.State(); s != Running {
+		return nil, fmt.Errorf("exec in %s (%s): %w", c.id, s, ErrInvalidState)
 	}
+	c.mu.Lock()
 	if _, ok := c.execs[execID]; ok {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("exec %s in %s: %w", execID, c.id, ErrExists)

@@ -8,10 +8,10 @@ import (
 
 func TestParseOptions(t *testing.T) {
 	tests := []struct {
-		opts        []string
-		set, prop   uintptr
-		bind        bool
-		data        string
+		opts      []string
+		set, prop uintptr
+		bind      bool
+		data      string
 	}{
 		{[]string{"nosuid", "strictatime", "mode=755", "size=65536k"}, unix.MS_NOSUID | unix.MS_STRICTATIME, 0, false, "mode=755,size=65536k"},
 		{[]string{"rbind", "ro", "rprivate"}, unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY, unix.MS_PRIVATE | unix.MS_REC, true, ""},

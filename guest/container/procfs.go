@@ -25,7 +25,8 @@ func pidNamespace(pid int) (string, error) {
 	return ns, nil
 }
 
-// pidsInNamespace lists the processes whose pid namespace is ns.
+// pidsInNamespace lists the live (not zombie) processes whose pid namespace
+// is ns; zombies are left out as cgroup.procs leaves them out.
 func pidsInNamespace(ns string) ([]int, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -37,9 +38,13 @@ func pidsInNamespace(ns string) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		if got, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "pid")); err == nil && got == ns {
-			pids = append(pids, pid)
+		if got, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "pid")); err != nil || got != ns {
+			continue
 		}
+		if zombie(pid) {
+			continue
+		}
+		pids = append(pids, pid)
 	}
 	return pids, nil
 }
@@ -82,4 +87,14 @@ func parseStat(stat string) (utime, stime, rss uint64, ok bool) {
 	stime, err2 = strconv.ParseUint(f[12], 10, 64)
 	rss, err3 = strconv.ParseUint(f[21], 10, 64)
 	return utime, stime, rss, err1 == nil && err2 == nil && err3 == nil
+}
+
+// zombie reports whether pid has exited but was not reaped yet.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // gone
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }
