@@ -23,6 +23,7 @@ const installPiece = 1 << 20
 // second finds the page present and skips it.
 type prefetcher struct {
 	srv  *faultServer
+	ws   *WorkingSet
 	plan []Extent
 	done chan struct{}
 	err  error
@@ -30,7 +31,7 @@ type prefetcher struct {
 }
 
 func newPrefetcher(srv *faultServer, w *WorkingSet) *prefetcher {
-	return &prefetcher{srv: srv, plan: installPlan(w, prefetchBatchPages), done: make(chan struct{})}
+	return &prefetcher{srv: srv, ws: w, done: make(chan struct{})}
 }
 
 func (p *prefetcher) start(ctx context.Context) {
@@ -49,11 +50,20 @@ func (p *prefetcher) start(ctx context.Context) {
 
 func (p *prefetcher) run(ctx context.Context) error {
 	s := p.srv
-	buf, err := mapAnon(maxWrite)
+	p.plan = installPlan(p.ws, prefetchBatchPages)
+	// The source of the copies is a read-only shared mapping of the memory
+	// file: each extent is faulted in with one MADV_POPULATE_READ (a long
+	// sequential read into the page cache) and UFFDIO_COPY copies straight
+	// from it, so every byte is copied once.
+	fi, err := s.file.Stat()
 	if err != nil {
 		return err
 	}
-	defer unix.Munmap(buf)
+	src, err := unix.Mmap(int(s.file.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("snapshot: mapping %s for prefetch: %w", s.file.Name(), err)
+	}
+	defer unix.Munmap(src)
 	defer func() {
 		if s.Err() != nil {
 			return // the userfaultfd is gone
@@ -78,7 +88,7 @@ func (p *prefetcher) run(ctx context.Context) error {
 				}
 				piece := r
 				piece.Length = min(r.Length, room)
-				if err := p.install(piece, addr, buf); err != nil {
+				if err := p.install(piece, addr, src); err != nil {
 					return err
 				}
 				r.Offset += piece.Length
@@ -89,13 +99,14 @@ func (p *prefetcher) run(ctx context.Context) error {
 	return nil
 }
 
-// install reads one run (within one region) and installs it at addr.
-func (p *prefetcher) install(r run, addr uint64, buf []byte) error {
+// install reads one run (within one region) from the file mapping and
+// installs it at addr.
+func (p *prefetcher) install(r run, addr uint64, file []byte) error {
 	s := p.srv
 	var src []byte
 	if r.data {
-		src = buf[:r.Length]
-		if _, err := s.file.ReadAt(src, int64(r.Offset)); err != nil {
+		src = file[r.Offset : r.Offset+r.Length]
+		if err := unix.Madvise(src, unix.MADV_POPULATE_READ); err != nil {
 			return fmt.Errorf("snapshot: prefetch read at %#x: %w", r.Offset, err)
 		}
 		s.stats.bytesRead.Add(r.Length)
