@@ -28,6 +28,7 @@ func TestExitStatus(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			h := h.with(t)
 			_, st := h.run("exit", testSpec("sh", "-c", tc.script))
 			if st.ExitStatus != tc.code || st.Signal != 0 {
 				t.Errorf("status = %d signal %d, want %d", st.ExitStatus, st.Signal, tc.code)
@@ -52,6 +53,7 @@ func TestSignalDeaths(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			h := h.with(t)
 			ctx := h.ctx()
 			h.startSleeper("sig")
 			defer h.client.RemoveContainer(ctx, &api.RemoveContainerRequest{ContainerId: "sig", Force: true})

@@ -40,6 +40,7 @@ func TestMissingBinary(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			h := h.with(t)
 			err := h.create(ctx, "missing", testSpec(tc.args...), false)
 			wantCode(t, err, codes.FailedPrecondition, tc.want...)
 			h.ping(t)
@@ -88,6 +89,7 @@ func TestMalformedRequests(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			h := h.with(t)
 			_, err := h.client.CreateContainer(ctx, tc.req)
 			wantCode(t, err, tc.code, tc.want)
 			h.ping(t)

@@ -95,7 +95,7 @@ func testSpec(args ...string) *specs.Spec {
 			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
 		},
 		Linux: &specs.Linux{
-			MaskedPaths:   []string{"/proc/kcore", "/proc/keys"},
+			MaskedPaths:   []string{"/proc/kcore", "/proc/keys", "/proc/acpi"},
 			ReadonlyPaths: []string{"/proc/sys"},
 		},
 	}
@@ -153,6 +153,13 @@ func newHarness(t testing.TB) *harness {
 		r.Stop()
 	})
 	return h
+}
+
+// with returns the harness reporting to t (a subtest).
+func (h *harness) with(t *testing.T) *harness {
+	c := *h
+	c.t = t
+	return &c
 }
 
 func (h *harness) dial(t testing.TB) *ttrpc.Client {

@@ -75,7 +75,10 @@ func (c *Container) watch() {
 	st := c.init.waiter.Status()
 	c.log.Info("container exited", "id", c.id, "pid", st.Pid, "status", st.Code)
 	_ = c.setState(Stopped)
+	// Not while Start reads its answer from the connection.
+	c.startMu.Lock()
 	c.conn.close()
+	c.startMu.Unlock()
 }
 
 // Start lets the init exec the user's program. A failed exec (the binary

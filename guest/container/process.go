@@ -92,3 +92,11 @@ func (p *Process) Resize(rows, cols uint16) error { return p.io.resize(rows, col
 
 // release frees the agent's side of the process's stdio.
 func (p *Process) release() { p.io.close() }
+
+// Status is the exit status once Done is closed (zero before).
+func (p *Process) Status() reaper.Status {
+	if !p.Exited() {
+		return reaper.Status{}
+	}
+	return p.waiter.Status()
+}

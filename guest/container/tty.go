@@ -19,22 +19,21 @@ func openPty() (master, slave *os.File, err error) {
 		return nil, nil, os.NewSyscallError("ioctl(TIOCSPTLCK)", err)
 	}
 	// TIOCGPTPEER opens the slave from the master, no path lookup needed.
-	sfd, err := unix.IoctlRetInt(mfd, unix.TIOCGPTPEER)
-	if err != nil {
+	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(mfd), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno != 0 {
 		n, nerr := unix.IoctlGetUint32(mfd, unix.TIOCGPTN)
 		if nerr != nil {
 			unix.Close(mfd)
 			return nil, nil, os.NewSyscallError("ioctl(TIOCGPTN)", nerr)
 		}
-		sfd, err = unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			unix.Close(mfd)
 			return nil, nil, fmt.Errorf("open pty slave: %w", err)
 		}
-	} else {
-		unix.CloseOnExec(sfd)
+		sfd = uintptr(fd)
 	}
-	return os.NewFile(uintptr(mfd), "ptmx"), os.NewFile(uintptr(sfd), "pts"), nil
+	return os.NewFile(uintptr(mfd), "ptmx"), os.NewFile(sfd, "pts"), nil
 }
 
 // resizePty sets the terminal's window size.
