@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -134,23 +136,25 @@ func runCommand(ctx context.Context, spec *labproto.Spec, fw *labproto.FrameWrit
 	return st.ExitCode(), nil
 }
 
-// lookPath resolves name against the PATH in the command's environment (not
-// the agent's own).
+// lookPath resolves name against the PATH in the command's environment
+// (not the agent's own), as a shell would.
 func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
 	path := "/bin:/sbin:/usr/bin:/usr/sbin"
 	for _, kv := range env {
-		if len(kv) > 5 && kv[:5] == "PATH=" {
-			path = kv[5:]
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
 		}
 	}
-	old := os.Getenv("PATH")
-	defer os.Setenv("PATH", old)
-	os.Setenv("PATH", path)
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("find %q: %w", name, err)
+	for _, dir := range filepath.SplitList(path) {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return p, nil
+		}
 	}
-	return p, nil
+	return "", fmt.Errorf("%q: %w in PATH %s", name, exec.ErrNotFound, path)
 }
 
 // bootTime returns CLOCK_BOOTTIME in nanoseconds, as decimal text.

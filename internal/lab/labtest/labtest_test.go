@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/embervm/ember/internal/lab"
 	"github.com/embervm/ember/internal/lab/labtest/labdemo"
@@ -44,9 +45,9 @@ func TestMain(m *testing.M) {
 
 // runDemo runs labdemo's test binary with -test.v and extra environment,
 // as go test would (in the package directory).
-func runDemo(t *testing.T, env ...string) (string, int) {
+func runDemo(t *testing.T, timeout string, env ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(demoBin, "-test.v", "-test.timeout=3m")
+	cmd := exec.Command(demoBin, "-test.v", "-test.timeout="+timeout)
 	cmd.Dir = "labdemo"
 	cmd.Env = append(os.Environ(), append([]string{EmberEnv + "=" + demoEmber, "EMBER_LAB="}, env...)...)
 	out, err := cmd.CombinedOutput()
@@ -79,19 +80,38 @@ func TestInnerFailureFailsOuter(t *testing.T) {
 		t.Skipf("host has native KVM (%s); the lab is not used", why)
 	}
 	t.Parallel()
-	out, code := runDemo(t, labdemo.FailEnv+"=1")
+	out, code := runDemo(t, "3m", labdemo.FailEnv+"=1")
 	if code == 0 {
 		t.Errorf("exit status 0; want failure")
 	}
 	wantLines(t, out,
 		"--- PASS: TestHostSide",
-		"running 3 native-KVM test(s) in the nested lab",
+		"running 4 native-KVM test(s) in the nested lab",
 		"--- PASS: TestNativeKVM",
 		"--- PASS: TestNativeTestdata",
 		"--- FAIL: TestNativeDeliberateFailure",
 		labdemo.FailMarker,
 		"native tests failed in the nested lab",
 	)
+}
+
+// TestHungInnerTestIsEnded: a native test that hangs is ended by the inner
+// -test.timeout (what is left of the host's), with its stacks and L1's
+// console tail in the output, and the host run fails.
+func TestHungInnerTestIsEnded(t *testing.T) {
+	if native, why := NativeKVM(); native {
+		t.Skipf("host has native KVM (%s); the lab is not used", why)
+	}
+	t.Parallel()
+	start := time.Now()
+	out, code := runDemo(t, "20s", labdemo.HangEnv+"=1")
+	if code == 0 {
+		t.Errorf("exit status 0; want failure")
+	}
+	wantLines(t, out, "panic: test timed out", "TestNativeHang", "labtest: tail of L1 console", "native tests failed in the nested lab")
+	if el := time.Since(start); el > 20*time.Second+bootSlack {
+		t.Errorf("took %v; want about 20s", el)
+	}
 }
 
 // TestLabUnavailableFailsNativeTests: when the lab cannot run, native tests
@@ -101,7 +121,7 @@ func TestLabUnavailableFailsNativeTests(t *testing.T) {
 		t.Skipf("host has native KVM (%s); the lab is not used", why)
 	}
 	t.Parallel()
-	out, code := runDemo(t, "EMBER_LAB_QEMU=/nonexistent/qemu-system-x86_64")
+	out, code := runDemo(t, "3m", "EMBER_LAB_QEMU=/nonexistent/qemu-system-x86_64")
 	if code == 0 {
 		t.Errorf("exit status 0; want failure")
 	}
@@ -113,7 +133,7 @@ func TestLabOffSkipsNativeTests(t *testing.T) {
 		t.Skipf("host has native KVM (%s); the lab is not used", why)
 	}
 	t.Parallel()
-	out, code := runDemo(t, ModeEnv+"=off")
+	out, code := runDemo(t, "3m", ModeEnv+"=off")
 	if code != 0 {
 		t.Errorf("exit status %d; want 0", code)
 	}

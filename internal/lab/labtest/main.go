@@ -29,8 +29,13 @@ const ModeEnv = "EMBER_LAB"
 // guestPkgDir is the inner test binary's working directory in L1.
 const guestPkgDir = "/ember-test/pkg"
 
-// bootSlack is added to the test timeout to bound the whole lab run.
-const bootSlack = 2 * time.Minute
+// bootSlack is added to the inner test timeout to bound the whole lab run:
+// L1 boots in seconds, and go test kills the host process one minute after
+// its -test.timeout.
+const bootSlack = 45 * time.Second
+
+// killSlack is the least -test.timeout given to the tests in L1.
+const killSlack = 10 * time.Second
 
 // Option configures Main.
 type Option func(*options)
@@ -62,6 +67,7 @@ func Main(m *testing.M, opts ...Option) {
 }
 
 func run(m *testing.M, o *options, out io.Writer) int {
+	start := time.Now()
 	if !flag.Parsed() {
 		flag.Parse()
 	}
@@ -91,7 +97,7 @@ func run(m *testing.M, o *options, out io.Writer) int {
 		reportAll(out, natives, "SKIP", ModeEnv+"=off: native-KVM tests not run (this host's KVM cannot run guest kernels)")
 		return code
 	}
-	if err := runInLab(context.Background(), natives, o, out); err != nil {
+	if err := runInLab(context.Background(), natives, innerTimeout(start), o, out); err != nil {
 		fmt.Fprintf(out, "labtest: %v\n", err)
 		return 1
 	}
@@ -102,8 +108,21 @@ func run(m *testing.M, o *options, out io.Writer) int {
 // why.
 var errInnerFailed = errors.New("native tests failed in the nested lab")
 
-// runInLab boots L1 once and runs the native tests there.
-func runInLab(ctx context.Context, natives []string, o *options, out io.Writer) error {
+// innerTimeout returns the -test.timeout for the tests in L1: what is left
+// of the host's -test.timeout (10m if unset) after the host tests, at least
+// killSlack. go test kills the host process one minute after its timeout,
+// so the inner tests must time out (and print their stacks) before that.
+func innerTimeout(start time.Time) time.Duration {
+	timeout := 10 * time.Minute
+	if d, err := time.ParseDuration(flagValue("test.timeout")); err == nil && d > 0 {
+		timeout = d
+	}
+	return max(timeout-time.Since(start), killSlack)
+}
+
+// runInLab boots L1 once and runs the native tests there with the given
+// test timeout.
+func runInLab(ctx context.Context, natives []string, timeout time.Duration, o *options, out io.Writer) error {
 	fail := func(err error) error {
 		reportAll(out, natives, "FAIL", "cannot run in the nested lab: "+err.Error())
 		return err
@@ -132,12 +151,10 @@ func runInLab(ctx context.Context, natives []string, o *options, out io.Writer) 
 	}
 	files = append(files, td...)
 
-	timeout := 10 * time.Minute
-	if d, err := time.ParseDuration(flagValue("test.timeout")); err == nil && d > 0 {
-		timeout = d
-	}
+	args := append([]string{guestBin}, innerFlags(natives, flagValue("test.run"), flag.Visit)...)
+	args = append(args, "-test.timeout="+timeout.String())
 	cfg := lab.Config{
-		Args:       append([]string{guestBin}, innerFlags(natives, flagValue("test.run"), flag.Visit)...),
+		Args:       args,
 		Env:        passEnv(os.Environ()),
 		Dir:        guestPkgDir,
 		Files:      files,
@@ -161,6 +178,7 @@ func runInLab(ctx context.Context, natives []string, o *options, out io.Writer) 
 	fmt.Fprintf(out, "labtest: nested lab: exit %d, boot %v, total %v\n",
 		res.ExitCode, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
 	if res.ExitCode != 0 {
+		fmt.Fprintf(out, "labtest: tail of L1 console:\n%s\n", lastLines(res.Console, 25))
 		return fmt.Errorf("%w (exit status %d)", errInnerFailed, res.ExitCode)
 	}
 	return nil
@@ -207,7 +225,7 @@ func innerFlags(natives []string, run string, visit func(func(*flag.Flag))) []st
 		sel += "/" + sub
 	}
 	args := []string{"-test.run=" + sel}
-	pass := map[string]bool{"test.v": true, "test.count": true, "test.timeout": true, "test.failfast": true,
+	pass := map[string]bool{"test.v": true, "test.count": true, "test.failfast": true,
 		"test.short": true, "test.parallel": true, "test.cpu": true, "test.paniconexit0": true, "test.shuffle": true}
 	visit(func(f *flag.Flag) {
 		if pass[f.Name] {
@@ -272,4 +290,13 @@ func flagValue(name string) string {
 		return f.Value.String()
 	}
 	return ""
+}
+
+// lastLines returns the last n lines of s, indented.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "    " + strings.Join(lines, "\n    ")
 }

@@ -10,3 +10,7 @@ const (
 	FailEnv    = "EMBER_LABDEMO_FAIL"
 	FailMarker = "deliberate inner failure 7f3a"
 )
+
+// HangEnv enables TestNativeHang, which blocks until the test binary's
+// -test.timeout ends it.
+const HangEnv = "EMBER_LABDEMO_HANG"

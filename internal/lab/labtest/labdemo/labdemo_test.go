@@ -66,3 +66,12 @@ func TestNativeDeliberateFailure(t *testing.T) {
 	}
 	t.Fatal(FailMarker)
 }
+
+// TestNativeHang blocks forever when HangEnv=1, so that labtest's tests can
+// check that a hung inner test is ended by its timeout.
+func TestNativeHang(t *testing.T) {
+	if os.Getenv(HangEnv) != "1" {
+		t.Skipf("runs only with %s=1 (labtest checks that a hung inner test is ended)", HangEnv)
+	}
+	select {}
+}
