@@ -18,15 +18,12 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/embervm/ember/guest/api"
 	"github.com/embervm/ember/guest/container"
+	"github.com/embervm/ember/guest/testrootfs"
 	"github.com/embervm/ember/guest/reaper"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// busybox is the static busybox the test rootfs is made of (Debian's
-// busybox-static, installed by scripts/setup.sh).
-const busybox = "/bin/busybox"
 
 // testRootfs is a tiny rootfs directory shared by the tests (read-only
 // for the containers).
@@ -46,60 +43,15 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	testRootfs = filepath.Join(dir, "rootfs")
-	if err := buildRootfs(testRootfs); err != nil {
+	if err := testrootfs.Build(testRootfs); err != nil {
 		fmt.Fprintln(os.Stderr, "build test rootfs:", err)
 		return 1
 	}
 	return m.Run()
 }
 
-// buildRootfs lays out busybox and its applet links.
-func buildRootfs(root string) error {
-	for _, d := range []string{"bin", "proc", "dev", "tmp", "etc", "data", "sys"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			return err
-		}
-	}
-	bb, err := os.ReadFile(busybox)
-	if err != nil {
-		return fmt.Errorf("%w (install busybox-static)", err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), bb, 0o755); err != nil {
-		return err
-	}
-	applets := []string{"sh", "echo", "cat", "sleep", "kill", "ls", "hostname", "seq", "head", "wc",
-		"true", "false", "stty", "id", "ps", "yes", "printf", "env", "pwd", "grep", "touch", "test", "dd", "read", "tr"}
-	for _, a := range applets {
-		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-			return err
-		}
-	}
-	return os.WriteFile(filepath.Join(root, "etc", "hostname"), []byte("image\n"), 0o644)
-}
-
 // testSpec is a minimal OCI spec running args with the usual mounts.
-func testSpec(args ...string) *specs.Spec {
-	return &specs.Spec{
-		Version:  specs.Version,
-		Hostname: "ctr",
-		Root:     &specs.Root{Path: "rootfs", Readonly: true},
-		Process: &specs.Process{
-			Args: args,
-			Env:  []string{"PATH=/bin", "HOME=/"},
-			Cwd:  "/",
-		},
-		Mounts: []specs.Mount{
-			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
-			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
-		},
-		Linux: &specs.Linux{
-			MaskedPaths:   []string{"/proc/kcore", "/proc/keys", "/proc/acpi"},
-			ReadonlyPaths: []string{"/proc/sys"},
-		},
-	}
-}
+func testSpec(args ...string) *specs.Spec { return testrootfs.Spec(args...) }
 
 // harness is one agent serving on a Unix socket, and a client to it.
 type harness struct {
