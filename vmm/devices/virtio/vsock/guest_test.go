@@ -52,7 +52,7 @@ type guest struct {
 	rxBufs   map[uint16]virtiotest.Chain
 	evBufs   map[uint16]virtiotest.Chain
 	txOut    int
-	noRefill bool // do not give back receive buffers
+	noRefill bool      // do not give back receive buffers
 	used     [3]uint16 // used elements taken, per queue
 	inbox    []packet
 	events   []uint32
@@ -108,7 +108,7 @@ func (g *guest) start() {
 		g.q = append(g.q, virtiotest.NewQueue(g.t, g.mem, b, qSize))
 	}
 	g.rxBufs, g.evBufs, g.txOut, g.used = map[uint16]virtiotest.Chain{}, map[uint16]virtiotest.Chain{}, 0, [3]uint16{}
-	g.drv.Init(virtio.FeatureVersion1|virtio.FeatureRingEventIdx, g.q...)
+	g.drv.Init(virtio.FeatureVersion1|virtio.FeatureRingEventIdx|virtio.FeatureRingIndirectDesc, g.q...)
 	for range rxPosted {
 		g.postRx()
 	}
