@@ -16,8 +16,9 @@ var (
 	// ErrModule means a kernel module L1 needs is missing from the kernel
 	// package.
 	ErrModule = errors.New("lab: kernel module not found")
-	// ErrNotStatic means a binary meant for L1 is dynamically linked; L1
-	// has no C library. Build it with CGO_ENABLED=0.
+	// ErrNotStatic means the ember binary for L1 is dynamically linked;
+	// it runs as L1's init, before any library could be found. Build it
+	// with CGO_ENABLED=0.
 	ErrNotStatic = errors.New("lab: binary is dynamically linked (build with CGO_ENABLED=0)")
 	// ErrBoot means L1 did not reach the point of running the command.
 	ErrBoot = errors.New("lab: L1 failed to boot")

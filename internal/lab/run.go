@@ -44,6 +44,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := CheckStatic(cfg.Ember); err != nil {
 		return nil, err
 	}
+	if cfg.Files, err = withSharedLibraries(cfg.Files); err != nil {
+		return nil, err
+	}
 	img, err := Prepare(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -250,4 +253,27 @@ func buildInitrd(base string, cfg *Config, spec *labproto.Spec) (*os.File, error
 		return nil, fmt.Errorf("lab: initrd: %w", err)
 	}
 	return f, nil
+}
+
+// withSharedLibraries adds the program interpreter and shared libraries of
+// dynamically linked executables among files, so that they run in L1.
+func withSharedLibraries(files []File) ([]File, error) {
+	out := files
+	have := map[string]bool{}
+	for _, f := range files {
+		have[path.Clean(f.GuestPath)] = true
+	}
+	for _, f := range files {
+		libs, err := SharedLibraries(f.HostPath)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range libs {
+			if !have[l.GuestPath] {
+				have[l.GuestPath] = true
+				out = append(out, l)
+			}
+		}
+	}
+	return out, nil
 }

@@ -298,3 +298,26 @@ func TestCheckStatic(t *testing.T) {
 		}
 	}
 }
+
+// TestRunDynamicBinary runs a dynamically linked host program in L1: its
+// interpreter and libraries come along.
+func TestRunDynamicBinary(t *testing.T) {
+	t.Parallel()
+	const prog = "/usr/bin/cpio" // dynamic; installed by make setup
+	libs, err := lab.SharedLibraries(prog)
+	if err != nil || len(libs) < 2 {
+		t.Fatalf("SharedLibraries(%s) = %v, %v", prog, libs, err)
+	}
+	cfg, m := config(t, "/ember/cpio", "--version")
+	cfg.Files = []lab.File{{HostPath: prog, GuestPath: "/ember/cpio"}}
+	var stdout, stderr bytes.Buffer
+	cfg.Stdout, cfg.Stderr = &stdout, &stderr
+	res, err := lab.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 || !strings.Contains(stdout.String(), "GNU cpio") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", res.ExitCode, &stdout, &stderr)
+	}
+	checkNoQEMU(t, m)
+}

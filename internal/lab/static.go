@@ -6,7 +6,9 @@ import (
 )
 
 // CheckStatic returns an error wrapping ErrNotStatic if the ELF executable
-// at path needs a dynamic loader, which L1 does not have.
+// at path needs a dynamic loader. The ember binary must be static: it is
+// L1's init. Other files may be dynamic; Run copies their libraries (see
+// SharedLibraries).
 func CheckStatic(path string) error {
 	f, err := elf.Open(path)
 	if err != nil {

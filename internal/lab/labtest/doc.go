@@ -9,8 +9,9 @@
 // runs the tests. Elsewhere it runs the other tests on the host, then boots
 // one L1 for the whole package and runs the selected TestNative* tests there
 // from the same compiled test binary, streaming their output, and exits
-// non-zero if they fail. The test binary must be static: build it with
-// CGO_ENABLED=0 (make test does).
+// non-zero if they fail. Test binaries are best built static, with
+// CGO_ENABLED=0 (make test does); a dynamically linked one (cgo, -race)
+// runs too, with its host libraries copied into L1.
 //
 // Environment knobs:
 //
