@@ -101,12 +101,6 @@ func (c *conn) updatePeerCredit(h Header) {
 	}
 }
 
-// sendingDone reports whether everything the host sent has reached the
-// guest (or the guest refused more).
-func (c *conn) sendingDone() bool {
-	return c.peerShut&ShutdownRcv != 0 || (c.hostEOF && len(c.pending) == 0 && !c.readBusy)
-}
-
 // wantsShutdown reports whether a SHUTDOWN(SEND) is owed.
 func (c *conn) wantsShutdown() bool {
 	return c.state == stateEstablished && c.hostEOF && len(c.pending) == 0 && c.shutSent&ShutdownSend == 0
