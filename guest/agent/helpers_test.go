@@ -18,8 +18,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/embervm/ember/guest/api"
 	"github.com/embervm/ember/guest/container"
-	"github.com/embervm/ember/guest/testrootfs"
 	"github.com/embervm/ember/guest/reaper"
+	"github.com/embervm/ember/guest/testrootfs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -55,7 +55,8 @@ func testSpec(args ...string) *specs.Spec { return testrootfs.Spec(args...) }
 
 // harness is one agent serving on a Unix socket, and a client to it.
 type harness struct {
-	t      *testing.T
+	t      *testing.T // nil in benchmarks
+	tb     testing.TB
 	agent  *Agent
 	client api.AgentService
 	raw    *ttrpc.Client
@@ -90,7 +91,7 @@ func newHarness(t testing.TB) *harness {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: tt, agent: a, sock: sock, cancel: cancel, served: make(chan error, 1)}
+	h := &harness{t: tt, tb: t, agent: a, sock: sock, cancel: cancel, served: make(chan error, 1)}
 	go func() { h.served <- a.Serve(ctx, l) }()
 	h.raw = h.dial(t)
 	h.client = api.NewAgentClient(h.raw)
@@ -110,7 +111,7 @@ func newHarness(t testing.TB) *harness {
 // with returns the harness reporting to t (a subtest).
 func (h *harness) with(t *testing.T) *harness {
 	c := *h
-	c.t = t
+	c.t, c.tb = t, t
 	return &c
 }
 
@@ -135,7 +136,7 @@ func mustJSON(t testing.TB, v any) []byte {
 func (h *harness) create(ctx context.Context, id string, spec *specs.Spec, stdin bool) error {
 	_, err := h.client.CreateContainer(ctx, &api.CreateContainerRequest{
 		ContainerId: id,
-		OciSpec:     mustJSON(h.t, spec),
+		OciSpec:     mustJSON(h.tb, spec),
 		Rootfs:      &api.Rootfs{Source: testRootfs},
 		Stdio:       &api.Stdio{Stdin: stdin},
 	})
@@ -238,7 +239,7 @@ func (h *harness) startExec(ctx context.Context, id, execID string, proc *specs.
 		proc.Cwd = "/"
 	}
 	_, err := h.client.ExecProcess(ctx, &api.ExecProcessRequest{
-		ContainerId: id, ExecId: execID, OciProcess: mustJSON(h.t, proc), Stdio: &api.Stdio{Stdin: stdin},
+		ContainerId: id, ExecId: execID, OciProcess: mustJSON(h.tb, proc), Stdio: &api.Stdio{Stdin: stdin},
 	})
 	return err
 }

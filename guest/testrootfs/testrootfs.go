@@ -62,4 +62,3 @@ func Spec(args ...string) *specs.Spec {
 		},
 	}
 }
-
