@@ -16,8 +16,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/embervm/ember/guest/api"
 	"github.com/embervm/ember/guest/container"
-	"github.com/embervm/ember/guest/testrootfs"
 	"github.com/embervm/ember/guest/sysinit"
+	"github.com/embervm/ember/guest/testrootfs"
 )
 
 func TestMain(m *testing.M) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 )
 
 // Output streams are pumped from the pipe (or terminal) into a small bounded
@@ -21,6 +22,7 @@ type outStream struct {
 	chunks chan []byte
 	quit   chan struct{}
 	lock   chan struct{} // one reader at a time, cancellable
+	once   sync.Once
 	rest   []byte
 	done   bool
 }
@@ -106,12 +108,10 @@ func (s *outStream) Read(ctx context.Context, max int) (data []byte, eof bool, e
 
 // Close stops the pump (pending output is dropped).
 func (s *outStream) Close() {
-	select {
-	case <-s.quit:
-	default:
+	s.once.Do(func() {
 		close(s.quit)
 		if s.r != nil {
 			s.r.Close()
 		}
-	}
+	})
 }
