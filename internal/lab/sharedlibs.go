@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 )
@@ -24,12 +25,11 @@ var ErrSharedLib = errors.New("lab: shared library not found")
 // and the shared libraries it needs, transitively, each at its host path.
 // For a static executable, or a file that is not ELF, it returns nil.
 func SharedLibraries(file string) ([]File, error) {
+	if elfFile, err := isELF(file); err != nil || !elfFile {
+		return nil, err
+	}
 	f, err := elf.Open(file)
 	if err != nil {
-		var fe *elf.FormatError
-		if errors.As(err, &fe) {
-			return nil, nil
-		}
 		return nil, fmt.Errorf("lab: %s: %w", file, err)
 	}
 	defer f.Close()
@@ -93,4 +93,18 @@ func findLib(name string) string {
 		}
 	}
 	return ""
+}
+
+// isELF reports whether file starts with the ELF magic number.
+func isELF(file string) (bool, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return false, fmt.Errorf("lab: %w", err)
+	}
+	defer f.Close()
+	var magic [4]byte
+	if _, err := io.ReadFull(f, magic[:]); err != nil {
+		return false, nil // shorter than an ELF header
+	}
+	return string(magic[:]) == elf.ELFMAG, nil
 }

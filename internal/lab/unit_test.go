@@ -2,6 +2,8 @@ package lab
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -96,5 +98,22 @@ func TestResolveModules(t *testing.T) {
 	// ext4 is built into the cloud kernel: nothing to load, no error.
 	if mods, err := resolveModules(k, []string{"ext4"}, nil); err != nil || len(mods) != 0 {
 		t.Errorf("built-in ext4: %v, %v", mods, err)
+	}
+}
+
+func TestSharedLibrariesOfNonELF(t *testing.T) {
+	dir := t.TempDir()
+	tests := map[string]string{"short": "x\n", "script": "#!/bin/sh\necho hi\n", "empty": ""}
+	for name, content := range tests {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if libs, err := SharedLibraries(p); err != nil || libs != nil {
+			t.Errorf("%s: %v, %v; want nothing", name, libs, err)
+		}
+	}
+	if _, err := SharedLibraries(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing file: no error")
 	}
 }
