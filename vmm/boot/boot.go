@@ -27,9 +27,13 @@ type VM struct {
 	Cmdline string
 	Kernel  loader.Result
 
-	marker *bootmarker.Device
-	mu     sync.Mutex
-	marks  []bootmarker.Mark
+	marker        *bootmarker.Device
+	devices       []*attachment
+	virtioCmdline []string
+	taps          []string
+
+	mu    sync.Mutex
+	marks []bootmarker.Mark
 }
 
 // Marks returns the boot-time markers the guest wrote so far.
@@ -37,6 +41,12 @@ func (v *VM) Marks() []bootmarker.Mark {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return append([]bootmarker.Mark(nil), v.marks...)
+}
+
+// Close stops the VM and releases its devices (TAP devices included).
+func (v *VM) Close() error {
+	err := v.Machine.Close()
+	return errors.Join(err, v.closeDevices())
 }
 
 // Start runs the VM; boot markers count from here.
@@ -82,7 +92,19 @@ func Build(ctx context.Context, sys *kvm.System, cfg Config, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	v.Cmdline = strings.TrimSpace(DefaultCmdline + " " + cfg.Cmdline)
+	if err := v.addVirtioDevices(cfg); err != nil {
+		v.closeDevices()
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			v.closeDevices()
+		}
+	}()
+	// Device entries go before the user's part, which may end with
+	// "-- init arguments".
+	v.Cmdline = strings.Join(append(append([]string{DefaultCmdline}, v.virtioCmdline...), cfg.Cmdline), " ")
+	v.Cmdline = strings.TrimSpace(v.Cmdline)
 	e820, err := x86.DefaultE820(cfg.MemoryMiB << 20)
 	if err != nil {
 		return nil, err

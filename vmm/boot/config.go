@@ -15,24 +15,32 @@ var ErrConfig = errors.New("boot: invalid configuration")
 // Config describes a Linux VM to boot.
 type Config struct {
 	// Kernel is a vmlinux (ELF) or bzImage file.
-	Kernel string
+	Kernel string `json:"kernel"`
 	// Initrd is an optional initramfs.
-	Initrd string
+	Initrd string `json:"initrd,omitempty"`
 	// Cmdline is appended to DefaultCmdline.
-	Cmdline string
+	Cmdline string `json:"cmdline,omitempty"`
 	// MemoryMiB is the guest RAM size.
-	MemoryMiB uint64
+	MemoryMiB uint64 `json:"memory_mib"`
 	// VCPUs is the number of vCPUs.
-	VCPUs int
+	VCPUs int `json:"vcpus"`
 	// CPUTemplate names an x86 CPU template ("", "none", "portable",
 	// "emulation-safe").
-	CPUTemplate string
+	CPUTemplate string `json:"cpu_template,omitempty"`
 	// Console receives the guest's serial output (nil discards it).
-	Console io.Writer
+	Console io.Writer `json:"-"`
 	// DirtyLog turns on dirty-page logging (for diff snapshots).
-	DirtyLog bool
+	DirtyLog bool `json:"dirty_log,omitempty"`
+	// Drives are virtio-blk disks, in order (vda, vdb, ...).
+	Drives []Drive `json:"drives,omitempty"`
+	// Nets are virtio-net interfaces, each on a new TAP device.
+	Nets []NetInterface `json:"nets,omitempty"`
+	// RNG adds a virtio entropy device.
+	RNG bool `json:"rng,omitempty"`
+	// Vsock adds a virtio-vsock device.
+	Vsock *Vsock `json:"vsock,omitempty"`
 	// OnMark is called for each boot-time marker the guest writes.
-	OnMark func(code uint8, sinceStart time.Duration)
+	OnMark func(code uint8, sinceStart time.Duration) `json:"-"`
 }
 
 // DefaultCmdline is what every ember guest kernel gets: the serial
@@ -53,4 +61,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return nil
+}
+
+// Vsock is a virtio-vsock device whose host side is a Unix socket:
+// host-initiated connections send "CONNECT <port>\n" on UDS; guest
+// connections to host port P go to UDS_P (Firecracker's convention).
+type Vsock struct {
+	GuestCID uint64 `json:"guest_cid"`
+	UDS      string `json:"uds"`
 }
