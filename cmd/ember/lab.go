@@ -108,6 +108,9 @@ func labRun(ctx context.Context, args []string) error {
 		cfg.Files = append(cfg.Files, lab.File{HostPath: host, GuestPath: guest})
 	}
 	res, err := lab.Run(ctx, cfg)
+	if errors.Is(err, lab.ErrStart) {
+		return &exitError{code: 127, err: err} // as a shell reports it
+	}
 	if err != nil {
 		return err
 	}

@@ -154,7 +154,7 @@ func lookPath(name string, env []string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%q: %w in PATH %s", name, exec.ErrNotFound, path)
+	return "", fmt.Errorf("%q: %w (PATH=%s)", name, exec.ErrNotFound, path)
 }
 
 // bootTime returns CLOCK_BOOTTIME in nanoseconds, as decimal text.
