@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 	"github.com/embervm/ember/internal/testguest"
 	"github.com/embervm/ember/internal/vmmproc"
 	"github.com/embervm/ember/vmm/api"
+	"github.com/embervm/ember/vmm/boot"
 	"github.com/embervm/ember/vmm/kvm"
 )
 
@@ -27,6 +30,8 @@ func runVMM(ctx context.Context, args []string) error {
 	fs := newFlagSet("vmm", "")
 	sock := fs.String("api-sock", "", "path of the API socket to create (required)")
 	id := fs.String("id", "", "instance id (default: the pid)")
+	bootCfg := fs.String("config", "", "boot a Linux VM described by this JSON file (vmm/boot.Config: kernel, initrd, cmdline, memory_mib, vcpus, drives, nets, vsock, rng)")
+	console := fs.String("console", "", "with --config: append the guest's serial console to this file (default: discard)")
 	program := fs.String("testguest", "", "run this built-in test guest: "+guestNames())
 	image := fs.String("image", "", "run this test-guest image file")
 	memMiB := fs.Uint64("mem", 64, "guest memory in MiB (test guests)")
@@ -43,26 +48,39 @@ func runVMM(ctx context.Context, args []string) error {
 	if *id == "" {
 		*id = strconv.Itoa(os.Getpid())
 	}
-	img, err := vmmImage(*program, *image, *memMiB<<20)
-	if err != nil {
-		return err
-	}
 	sys, err := kvm.Open()
 	if err != nil {
 		return err
 	}
 	defer sys.Close()
-	g, err := testguest.NewMachine(ctx, sys, img, testguest.Options{}, false)
-	if err != nil {
-		return err
+	var inst *vmmproc.Instance
+	if *bootCfg != "" {
+		if *program != "" || *image != "" {
+			return errors.New("--config boots Linux; do not combine it with --testguest or --image")
+		}
+		vm, closeVM, err := bootFromConfig(ctx, sys, *bootCfg, *console)
+		if err != nil {
+			return err
+		}
+		defer closeVM()
+		inst = vmmproc.New(*id, vm.Machine, "boot", vmmproc.Hooks{})
+	} else {
+		img, err := vmmImage(*program, *image, *memMiB<<20)
+		if err != nil {
+			return err
+		}
+		g, err := testguest.NewMachine(ctx, sys, img, testguest.Options{}, false)
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		inst = vmmproc.New(*id, g.Machine, "testguest", vmmproc.Hooks{
+			Reports: g.Ports.Reports,
+			ApplyIdentity: func(_ context.Context, idn api.Identity) error {
+				return testguest.WriteIdentity(g.Memory(), idn.Nonce)
+			},
+		})
 	}
-	defer g.Close()
-	inst := vmmproc.New(*id, g.Machine, "testguest", vmmproc.Hooks{
-		Reports: g.Ports.Reports,
-		ApplyIdentity: func(_ context.Context, idn api.Identity) error {
-			return testguest.WriteIdentity(g.Memory(), idn.Nonce)
-		},
-	})
 	if *leaseFD >= 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
@@ -162,4 +180,39 @@ func watchLease(f *os.File, cancel context.CancelFunc) {
 	}
 	slog.Warn("supervisor went away before this VMM was claimed; stopping")
 	cancel()
+}
+
+// bootFromConfig builds a Linux VM from a JSON boot configuration, its
+// console appended to consolePath (or discarded).
+func bootFromConfig(ctx context.Context, sys *kvm.System, path, consolePath string) (*boot.VM, func(), error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var cfg boot.Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var console *os.File
+	if consolePath != "" {
+		if console, err = os.OpenFile(consolePath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+			return nil, nil, err
+		}
+		cfg.Console = console
+	}
+	vm, err := boot.Build(ctx, sys, cfg, nil)
+	if err != nil {
+		if console != nil {
+			console.Close()
+		}
+		return nil, nil, err
+	}
+	return vm, func() {
+		vm.Close()
+		if console != nil {
+			console.Close()
+		}
+	}, nil
 }
