@@ -355,3 +355,16 @@ func (m *Manager) Close() error {
 	os.Remove(m.cfg.RunDir)
 	return nil
 }
+
+// ReadyPIDs returns the pids of the ready (unclaimed) VMMs.
+func (m *Manager) ReadyPIDs() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []int
+	for _, ps := range m.profiles {
+		for _, e := range ps.ready {
+			out = append(out, e.cmd.Process.Pid)
+		}
+	}
+	return out
+}
