@@ -24,17 +24,14 @@ var ember string
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "ember-lab-test-")
+		var release func()
+		var err error
+		ember, release, err = labtest.Ember(context.Background())
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		ember, err = labtest.BuildEmber(context.Background(), dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+		defer release()
 		return m.Run()
 	}())
 }

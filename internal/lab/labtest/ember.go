@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/embervm/ember/internal/lab"
 )
@@ -40,4 +43,49 @@ func BuildEmber(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("labtest: %w", err)
 	}
 	return out, nil
+}
+
+// Ember returns the path of a static ember binary for L1 that leaves nothing
+// behind: $EMBER_LAB_EMBER if set, otherwise one built into a temporary
+// directory, moved into an anonymous in-memory file and named by its
+// /proc/self/fd path, so that a killed test process leaks no files. Call
+// release when done with it.
+func Ember(ctx context.Context) (path string, release func(), err error) {
+	if p := os.Getenv(EmberEnv); p != "" {
+		p, err := BuildEmber(ctx, "")
+		return p, func() {}, err
+	}
+	dir, err := os.MkdirTemp("", "ember-labtest-")
+	if err != nil {
+		return "", nil, fmt.Errorf("labtest: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	built, err := BuildEmber(ctx, dir)
+	if err != nil {
+		return "", nil, err
+	}
+	f, err := memfdCopy(built)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", f.Fd()), func() { f.Close() }, nil
+}
+
+// memfdCopy returns an in-memory file holding a copy of the file at path.
+func memfdCopy(path string) (*os.File, error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("labtest: %w", err)
+	}
+	defer src.Close()
+	fd, err := unix.MemfdCreate(filepath.Base(path), unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("labtest: memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("labtest: %w", err)
+	}
+	return f, nil
 }

@@ -135,15 +135,11 @@ func runInLab(ctx context.Context, natives []string, timeout time.Duration, o *o
 		// A cgo or -race build: lab.Run ships its libraries too.
 		fmt.Fprintf(out, "labtest: the test binary is dynamically linked; copying its shared libraries into L1 (CGO_ENABLED=0 avoids this)\n")
 	}
-	tmp, err := os.MkdirTemp("", "ember-labtest-")
+	ember, release, err := Ember(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	defer os.RemoveAll(tmp)
-	ember, err := BuildEmber(ctx, tmp)
-	if err != nil {
-		return fail(err)
-	}
+	defer release()
 	guestBin := path.Join(guestPkgDir, filepath.Base(self))
 	files := append([]lab.File{{HostPath: self, GuestPath: guestBin}}, o.files...)
 	td, err := testdataFiles("testdata", path.Join(guestPkgDir, "testdata"))
