@@ -97,8 +97,9 @@ func timeSpin(ctx context.Context, sys *kvm.System, cpl0 bool) (time.Duration, e
 }
 
 // NativeRatioLimit is how much slower the CPL0 loop may be than the CPL3
-// loop for guest kernels to count as native. Emulating hosts are 100x+.
-const NativeRatioLimit = 5
+// loop for guest kernels to count as native. Hosts that emulate kernel code
+// measure ~100x; native KVM ~1x; the nested lab (SVM under TCG) ~3x.
+const NativeRatioLimit = 20
 
 // checkNative times the same loop at CPL3 and CPL0.
 func checkNative(ctx context.Context, r *Report, sys *kvm.System) bool {
