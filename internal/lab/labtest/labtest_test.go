@@ -91,7 +91,7 @@ func TestInnerFailureFailsOuter(t *testing.T) {
 		"--- PASS: TestNativeTestdata",
 		"--- FAIL: TestNativeDeliberateFailure",
 		labdemo.FailMarker,
-		"native tests failed in the nested lab",
+		"labtest: native tests failed in the nested lab",
 	)
 }
 
@@ -108,9 +108,12 @@ func TestHungInnerTestIsEnded(t *testing.T) {
 	if code == 0 {
 		t.Errorf("exit status 0; want failure")
 	}
-	wantLines(t, out, "panic: test timed out", "TestNativeHang", "labtest: tail of L1 console", "native tests failed in the nested lab")
-	if el := time.Since(start); el > 20*time.Second+bootSlack {
-		t.Errorf("took %v; want about 20s", el)
+	wantLines(t, out, "panic: test timed out", "TestNativeHang", "labtest: tail of L1 console", "labtest: native tests failed in the nested lab")
+	// The inner timeout, not the lab's, must have ended it: the panic above
+	// says so. Boot time varies with host load, so the bound is loose.
+	t.Logf("took %v with a 20s test timeout", time.Since(start))
+	if el := time.Since(start); el > 20*time.Second+bootSlack+time.Minute {
+		t.Errorf("took %v; want well under %v", el, 20*time.Second+bootSlack+time.Minute)
 	}
 }
 

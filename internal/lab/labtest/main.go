@@ -80,7 +80,7 @@ func run(m *testing.M, o *options, out io.Writer) int {
 	}
 	natives, err := listNative(flagValue("test.run"))
 	if err != nil {
-		fmt.Fprintf(out, "labtest: %v\n", err)
+		fmt.Fprintln(out, err)
 		return 1
 	}
 	// Host part: everything but the native tests.
@@ -98,7 +98,7 @@ func run(m *testing.M, o *options, out io.Writer) int {
 		return code
 	}
 	if err := runInLab(context.Background(), natives, innerTimeout(start), o, out); err != nil {
-		fmt.Fprintf(out, "labtest: %v\n", err)
+		fmt.Fprintln(out, err)
 		return 1
 	}
 	return code
@@ -106,7 +106,7 @@ func run(m *testing.M, o *options, out io.Writer) int {
 
 // errInnerFailed means the tests in L1 ran and failed; their output says
 // why.
-var errInnerFailed = errors.New("native tests failed in the nested lab")
+var errInnerFailed = errors.New("labtest: native tests failed in the nested lab")
 
 // innerTimeout returns the -test.timeout for the tests in L1: what is left
 // of the host's -test.timeout (10m if unset) after the host tests, at least
@@ -129,7 +129,7 @@ func runInLab(ctx context.Context, natives []string, timeout time.Duration, o *o
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("labtest: %w", err))
 	}
 	if lab.CheckStatic(self) != nil {
 		// A cgo or -race build: lab.Run ships its libraries too.
@@ -191,12 +191,12 @@ func listNative(run string) ([]string, error) {
 	}
 	outb, err := exec.Command(self, "-test.list", "^"+NativePrefix).Output()
 	if err != nil {
-		return nil, fmt.Errorf("list native tests: %w", err)
+		return nil, fmt.Errorf("labtest: list native tests: %w", err)
 	}
 	var sel *regexp.Regexp
 	if top, _, _ := strings.Cut(run, "/"); top != "" {
 		if sel, err = regexp.Compile(top); err != nil {
-			return nil, fmt.Errorf("bad -test.run: %w", err)
+			return nil, fmt.Errorf("labtest: bad -test.run: %w", err)
 		}
 	}
 	var names []string
@@ -265,7 +265,7 @@ func testdataFiles(dir, guestDir string) ([]lab.File, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("testdata: %w", err)
+		return nil, fmt.Errorf("labtest: testdata: %w", err)
 	}
 	return files, nil
 }
