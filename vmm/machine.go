@@ -87,6 +87,9 @@ func New(sys *kvm.System, cfg Config) (_ *Machine, err error) {
 	if cfg.Memory == nil || len(cfg.Memory.Regions()) == 0 {
 		return nil, fmt.Errorf("%w: no guest memory", ErrBadConfig)
 	}
+	if err := sys.RequireAll(); err != nil {
+		return nil, err
+	}
 	if max, err := sys.CheckExtension(kvm.CapMaxVCPUs); err == nil && max > 0 && cfg.VCPUs > max {
 		return nil, fmt.Errorf("%w: %d vCPUs, KVM allows %d", ErrBadConfig, cfg.VCPUs, max)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +26,9 @@ const DevicePath = "/dev/kvm"
 type System struct {
 	f        *os.File
 	mmapSize int
+
+	requireOnce sync.Once
+	requireErr  error
 }
 
 // Open opens /dev/kvm and checks the API version.
@@ -85,6 +89,13 @@ func (s *System) Require(caps ...Cap) error {
 		}
 	}
 	return nil
+}
+
+// RequireAll checks RequiredCaps once per System and returns the same
+// answer afterwards, so VM creation pays for it only the first time.
+func (s *System) RequireAll() error {
+	s.requireOnce.Do(func() { s.requireErr = s.Require(RequiredCaps...) })
+	return s.requireErr
 }
 
 // VCPUMmapSize is the size of each vCPU's shared kvm_run area.
