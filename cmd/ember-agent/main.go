@@ -25,6 +25,7 @@ import (
 	"github.com/embervm/ember/guest/sysinit"
 	"github.com/embervm/ember/guest/transport"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -80,6 +81,9 @@ func run() int {
 func serve(log *slog.Logger, opts options, pid1 bool) error {
 	mode := reaper.ModeRegistered
 	if pid1 {
+		if err := sysinit.WriteBootMarker(sysinit.MarkInit); err != nil {
+			log.Debug("boot marker", "err", err)
+		}
 		if err := sysinit.MountAll(); err != nil {
 			log.Warn("boot mounts", "err", err)
 		}
@@ -112,7 +116,9 @@ func serve(log *slog.Logger, opts options, pid1 bool) error {
 		acfg.SetHostname = sysinit.SetHostname
 	}
 	if opts.network {
-		h, err := netlink.NewHandle()
+		// rtnetlink only: the guest kernel has no XFRM or netfilter, for which
+		// netlink.NewHandle() would also open sockets (EPROTONOSUPPORT).
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return fmt.Errorf("netlink: %w", err)
 		}
@@ -133,6 +139,11 @@ func serve(log *slog.Logger, opts options, pid1 bool) error {
 	defer cancel()
 	go handleSignals(ctx, log, acfg.Containers, opts.grace, cancel)
 	sysinit.PrintReady(sysinit.Console(), opts.listen)
+	if pid1 {
+		if err := sysinit.WriteBootMarker(sysinit.MarkReady); err != nil {
+			log.Debug("boot marker", "err", err)
+		}
+	}
 	log.Info("serving", "listen", opts.listen, "pid1", pid1, "version", agent.Version, "features", features)
 	return a.Serve(ctx, l)
 }

@@ -73,9 +73,15 @@ func DisableCtrlAltDel() error {
 	return os.NewSyscallError("reboot(CAD_OFF)", unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF))
 }
 
-// PowerOff syncs the filesystems and powers the VM off. It returns only on
+// PowerOff syncs the filesystems and ends the VM. It returns only on
 // failure.
+//
+// It restarts rather than powers off: ember's VMM has no ACPI, so the guest
+// kernel has no power-off method and reboot(POWER_OFF) would only halt the
+// CPUs (the VMM would never learn that the guest is done). A restart with
+// the kernel's reboot=k (ember's default command line) resets through the
+// i8042, which ember's VMM turns into a clean stop of the VM.
 func PowerOff() error {
 	unix.Sync()
-	return os.NewSyscallError("reboot(POWER_OFF)", unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF))
+	return os.NewSyscallError("reboot(RESTART)", unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART))
 }

@@ -5,6 +5,11 @@
 // image has a shell), prints its exit status and restarts the machine with
 // reboot(2), which with reboot=k reaches the VMM's i8042 and stops the VM.
 //
+// The signals through which busybox's halt, poweroff and reboot (and the
+// kernel, for SIGINT/SIGPWR) ask init to end the system (SIGUSR1, SIGUSR2,
+// SIGTERM, SIGINT, SIGPWR) also restart the machine at once: ember's VMM
+// has no ACPI, so a real power-off would only halt the guest's CPUs.
+//
 // Build it static: CGO_ENABLED=0 go build ./images/placeholder-init
 package main
 
@@ -13,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +46,7 @@ func main() {
 	}
 	setupConsole()
 	say("up")
+	go endOnSignal()
 	if err := writeBootMarker(bootMarkerPort, bootMarkInit); err != nil {
 		say("boot marker: %v", err)
 	}
@@ -52,6 +59,19 @@ func main() {
 	}
 	// PID 1 must not exit.
 	select {}
+}
+
+// endOnSignal restarts the machine when asked to halt, power off or
+// reboot.
+func endOnSignal() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, unix.SIGUSR1, unix.SIGUSR2, unix.SIGTERM, unix.SIGINT, unix.SIGPWR)
+	sig := <-c
+	say("signal %v: restarting", sig)
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
+		say("reboot: %v", err)
+	}
 }
 
 // say prints a marker line on the console.

@@ -112,10 +112,12 @@ func Create(cfg Config) (_ *Device, err error) {
 		return nil, err
 	}
 	if nlns != -1 {
-		d.nl, err = netlink.NewHandleAt(nlns)
+		d.nl, err = netlink.NewHandleAt(nlns, unix.NETLINK_ROUTE)
 		nlns.Close()
 	} else {
-		d.nl, err = netlink.NewHandle()
+		// Only rtnetlink: the default also opens XFRM and netfilter sockets,
+		// which fail with EPROTONOSUPPORT where those modules are not loaded.
+		d.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tap %s: netlink: %w", d.name, err)

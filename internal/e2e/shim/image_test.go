@@ -1,0 +1,120 @@
+package shim
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
+
+// busyboxApplets are linked to /bin/busybox in the test image.
+var busyboxApplets = []string{"sh", "echo", "cat", "sleep", "true", "false", "ls", "ps", "wc", "head", "id", "hostname"}
+
+type descriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+func digestOf(b []byte) string {
+	h := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(h[:])
+}
+
+// ociImage returns an OCI image layout, as a tar stream for
+// `ctr images import`, holding one image named name: one uncompressed
+// layer with busybox (from the host file busybox) and its applet links.
+func ociImage(busybox, name string) ([]byte, error) {
+	bb, err := os.ReadFile(busybox)
+	if err != nil {
+		return nil, err
+	}
+	var layer bytes.Buffer
+	lw := tar.NewWriter(&layer)
+	mtime := time.Unix(0, 0)
+	for _, d := range []string{"bin/", "dev/", "etc/", "proc/", "sys/", "tmp/", "root/"} {
+		mode := int64(0o755)
+		if d == "tmp/" {
+			mode = 0o1777
+		}
+		if err := lw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: mode, ModTime: mtime}); err != nil {
+			return nil, err
+		}
+	}
+	if err := lw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb)), ModTime: mtime}); err != nil {
+		return nil, err
+	}
+	if _, err := lw.Write(bb); err != nil {
+		return nil, err
+	}
+	for _, a := range busyboxApplets {
+		if err := lw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777, ModTime: mtime}); err != nil {
+			return nil, err
+		}
+	}
+	hosts := []byte("root:x:0:0:root:/root:/bin/sh\n")
+	if err := lw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644, Size: int64(len(hosts)), ModTime: mtime}); err != nil {
+		return nil, err
+	}
+	lw.Write(hosts)
+	if err := lw.Close(); err != nil {
+		return nil, err
+	}
+	layerBytes := layer.Bytes()
+	layerDigest := digestOf(layerBytes)
+
+	config, _ := json.Marshal(map[string]any{
+		"architecture": "amd64",
+		"os":           "linux",
+		"config":       map[string]any{"Env": []string{"PATH=/bin"}, "Cmd": []string{"sh"}},
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
+	})
+	manifest, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        descriptor{MediaType: "application/vnd.oci.image.config.v1+json", Digest: digestOf(config), Size: int64(len(config))},
+		"layers":        []descriptor{{MediaType: "application/vnd.oci.image.layer.v1.tar", Digest: layerDigest, Size: int64(len(layerBytes))}},
+	})
+	index, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.index.v1+json",
+		"manifests": []descriptor{{
+			MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: digestOf(manifest), Size: int64(len(manifest)),
+			Annotations: map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "e2e"},
+		}},
+	})
+
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	add := func(name string, b []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: mtime}); err != nil {
+			return err
+		}
+		_, err := tw.Write(b)
+		return err
+	}
+	for _, d := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: mtime}); err != nil {
+			return nil, err
+		}
+	}
+	blob := func(b []byte) error { return add("blobs/sha256/"+digestOf(b)[len("sha256:"):], b) }
+	for _, step := range []error{
+		add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)),
+		blob(layerBytes), blob(config), blob(manifest),
+		add("index.json", index),
+	} {
+		if step != nil {
+			return nil, fmt.Errorf("image tar: %w", step)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
