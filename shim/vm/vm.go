@@ -1,0 +1,428 @@
+// Package vm gives the shim a VM with a guest agent in it: claimed from
+// the warm pool, restored from a snapshot profile, or cold booted with
+// `ember vmm --config`, in that order of preference. It owns the VMM
+// process, its state directory (API and vsock sockets, console, boot
+// configuration) and the connection to the agent.
+package vm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/embervm/ember/guest/api"
+	"github.com/embervm/ember/shim/config"
+	"github.com/embervm/ember/shim/rootfs"
+	vmmapi "github.com/embervm/ember/vmm/api"
+	"github.com/embervm/ember/vmm/boot"
+)
+
+// Sentinel errors.
+var (
+	// ErrNoHotAttach: the VM cannot take another drive after it started
+	// (the VMM API has no drive attach yet), so a second container of a
+	// pod cannot get its rootfs, and pooled or restored VMs cannot get
+	// any.
+	ErrNoHotAttach = errors.New("vm: attaching a drive to a running VM is not supported yet")
+	// ErrSkipped: a source does not apply (not configured, or cannot
+	// serve this request).
+	ErrSkipped = errors.New("vm: source skipped")
+	// ErrDied: the VM ended.
+	ErrDied = errors.New("vm: the VM is gone")
+)
+
+// Files in a VM's state directory.
+const (
+	apiSocket   = "api.sock"
+	vsockSocket = "vsock.sock"
+	consoleLog  = "console.log"
+	vmmLog      = "vmm.log"
+	bootConfig  = "boot.json"
+	// PidFile holds the VMM's pid, so that a later `shim delete` can kill
+	// it when the shim died.
+	PidFile = "vmm.pid"
+)
+
+// GuestCID is the vsock context id of every ember VM (each has its own
+// device, so they need not differ).
+const GuestCID = 3
+
+// Spec asks for a VM.
+type Spec struct {
+	// ID names the VM (the pod's sandbox id or the lone container's id).
+	ID string
+	// Dir is the VM's state directory (created by Start).
+	Dir string
+	// Config gives the kernel, initrd, size and sources.
+	Config config.Config
+	// Drives are attached in order: /dev/vda, /dev/vdb, ...
+	Drives []rootfs.Drive
+}
+
+// Step is one timed step of getting a VM.
+type Step struct {
+	Name     string
+	Duration time.Duration
+	Err      error
+}
+
+// VM is a running VM with its agent connected.
+type VM struct {
+	ID  string
+	Dir string
+	// Source is "pool", "restore" or "boot".
+	Source string
+	// Steps are the timed steps that got the VM, failed sources included.
+	Steps []Step
+
+	cfg    config.Config
+	cmd    *exec.Cmd
+	pid    int
+	api    *vmmapi.Client
+	rpc    *ttrpc.Client
+	agent  Agent
+	drives int
+
+	done     chan struct{}
+	exitOnce sync.Once
+	exitMu   sync.Mutex
+	exitErr  error
+
+	closeOnce sync.Once
+}
+
+// source is one way of getting a VM.
+type source struct {
+	name string
+	get  func(ctx context.Context, spec Spec, v *VM) error
+}
+
+// Start gets a VM for spec, trying the configured sources in order, and
+// connects to its agent.
+func Start(ctx context.Context, spec Spec) (*VM, error) {
+	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+	var sources []source
+	switch spec.Config.Backend {
+	case config.BackendAuto:
+		sources = []source{{"pool", claimPool}, {"restore", restoreSnapshot}, {"boot", coldBoot}}
+	case config.BackendPool:
+		sources = []source{{"pool", claimPool}}
+	case config.BackendRestore:
+		sources = []source{{"restore", restoreSnapshot}}
+	default:
+		sources = []source{{"boot", coldBoot}}
+	}
+	var steps []Step
+	var errs []error
+	for _, s := range sources {
+		v := &VM{ID: spec.ID, Dir: spec.Dir, cfg: spec.Config, done: make(chan struct{})}
+		t := time.Now()
+		err := s.get(ctx, spec, v)
+		steps = append(steps, Step{Name: s.name, Duration: time.Since(t), Err: err})
+		if err == nil {
+			v.Source, v.Steps = s.name, steps
+			log.G(ctx).WithField("vm", spec.ID).Infof("vm: served by %s in %v (steps: %s)", s.name, time.Since(t).Round(time.Millisecond), formatSteps(steps))
+			return v, nil
+		}
+		v.Kill()
+		if errors.Is(err, ErrSkipped) {
+			log.G(ctx).WithField("vm", spec.ID).Debugf("vm: %s: %v", s.name, err)
+		} else {
+			log.G(ctx).WithField("vm", spec.ID).WithError(err).Warnf("vm: %s failed after %v", s.name, time.Since(t).Round(time.Millisecond))
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
+	}
+	return nil, fmt.Errorf("vm: no source could start the VM: %w", errors.Join(errs...))
+}
+
+func formatSteps(steps []Step) string {
+	var b bytes.Buffer
+	for i, s := range steps {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %v", s.Name, s.Duration.Round(time.Millisecond))
+		if s.Err != nil {
+			fmt.Fprintf(&b, " (%v)", s.Err)
+		}
+	}
+	return b.String()
+}
+
+// claimPool claims a paused, booted VM from the warm pool. A claimed VM
+// has no container drive, and the VMM API cannot attach one yet, so the
+// pool serves only requests without drives for now.
+func claimPool(ctx context.Context, spec Spec, v *VM) error {
+	if spec.Config.PoolSocket == "" {
+		return fmt.Errorf("%w: no pool_socket configured", ErrSkipped)
+	}
+	if len(spec.Drives) > 0 {
+		return fmt.Errorf("%w: %w (a pooled VM has no rootfs drive)", ErrSkipped, ErrNoHotAttach)
+	}
+	return fmt.Errorf("%w: pooled VMs do not expose their vsock socket to claimers yet", ErrSkipped)
+}
+
+// restoreSnapshot restores the configured snapshot profile. Like the
+// pool, a restored VM needs its rootfs drive attached afterwards.
+func restoreSnapshot(ctx context.Context, spec Spec, v *VM) error {
+	if spec.Config.SnapshotProfile == "" {
+		return fmt.Errorf("%w: no snapshot_profile configured", ErrSkipped)
+	}
+	if len(spec.Drives) > 0 {
+		return fmt.Errorf("%w: %w (a restored VM has no rootfs drive)", ErrSkipped, ErrNoHotAttach)
+	}
+	return fmt.Errorf("%w: Linux snapshot restore is not wired into ember vmm yet", ErrSkipped)
+}
+
+// coldBoot runs `ember vmm --config` and waits for the agent.
+func coldBoot(ctx context.Context, spec Spec, v *VM) error {
+	cfg := spec.Config
+	bc := boot.Config{
+		Kernel:    cfg.Kernel,
+		Initrd:    cfg.Initrd,
+		Cmdline:   cfg.KernelArgs,
+		MemoryMiB: cfg.MemoryMiB,
+		VCPUs:     cfg.VCPUs,
+		RNG:       true,
+		Vsock:     &boot.Vsock{GuestCID: GuestCID, UDS: filepath.Join(spec.Dir, vsockSocket)},
+	}
+	for i, d := range spec.Drives {
+		bc.Drives = append(bc.Drives, boot.Drive{Path: d.Path, ReadOnly: d.ReadOnly, ID: "ember" + strconv.Itoa(i)})
+	}
+	b, err := json.MarshalIndent(bc, "", "  ")
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(spec.Dir, bootConfig)
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	t := time.Now()
+	if err := v.spawn(ctx, "--config", cfgPath, "--console", filepath.Join(spec.Dir, consoleLog), "--start"); err != nil {
+		return err
+	}
+	v.Steps = append(v.Steps, Step{Name: "boot.vmm-ready", Duration: time.Since(t)})
+	v.drives = len(spec.Drives)
+	return v.connect(ctx)
+}
+
+// spawn starts `ember vmm` with args and waits until its API serves.
+func (v *VM) spawn(ctx context.Context, args ...string) error {
+	logf, err := os.OpenFile(filepath.Join(v.Dir, vmmLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	defer logf.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	defer readyR.Close()
+	sock := filepath.Join(v.Dir, apiSocket)
+	argv := append([]string{"vmm", "--id", v.ID, "--api-sock", sock, "--ready-fd", "3", "--linger", "0s"}, args...)
+	cmd := exec.Command(v.cfg.Ember, argv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW}
+	// Its own process group: signals meant for the shim do not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	readyW.Close()
+	if err != nil {
+		return fmt.Errorf("vm: start %s: %w", v.cfg.Ember, err)
+	}
+	v.cmd, v.pid = cmd, cmd.Process.Pid
+	if err := os.WriteFile(filepath.Join(v.Dir, PidFile), []byte(strconv.Itoa(v.pid)), 0o600); err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	go func() {
+		err := cmd.Wait()
+		v.setExit(fmt.Errorf("%w: VMM process exited: %v%s", ErrDied, err, v.tail()))
+	}()
+	ready := make(chan error, 1)
+	go func() {
+		var b [16]byte
+		n, err := readyR.Read(b[:])
+		if err == nil && !bytes.HasPrefix(b[:n], []byte("ready")) {
+			err = fmt.Errorf("unexpected %q", b[:n])
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			<-v.done
+			return fmt.Errorf("vm: VMM did not become ready: %w", v.Err())
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	v.api = vmmapi.NewClient(sock)
+	return nil
+}
+
+// tail returns the end of the VMM's log and console, for error messages.
+func (v *VM) tail() string {
+	var out string
+	for _, name := range []string{vmmLog, consoleLog} {
+		b, err := os.ReadFile(filepath.Join(v.Dir, name))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		if len(b) > 1500 {
+			b = b[len(b)-1500:]
+		}
+		out += fmt.Sprintf("\n--- %s (tail) ---\n%s", name, b)
+	}
+	return out
+}
+
+// connect dials the agent and tells it the VM is ready.
+func (v *VM) connect(ctx context.Context) error {
+	t := time.Now()
+	actx, cancel := context.WithTimeout(ctx, time.Duration(v.cfg.AgentTimeout))
+	defer cancel()
+	rpc, err := dialAgent(actx, filepath.Join(v.Dir, vsockSocket), v.done)
+	if err != nil {
+		return fmt.Errorf("vm: %w%s", err, v.tail())
+	}
+	v.rpc = rpc
+	v.agent = api.NewAgentClient(rpc)
+	v.Steps = append(v.Steps, Step{Name: "agent.connect", Duration: time.Since(t)})
+	t = time.Now()
+	if _, err := v.agent.Ready(actx, &api.ReadyRequest{VmId: v.ID}); err != nil {
+		return fmt.Errorf("vm: agent ready: %w", err)
+	}
+	v.Steps = append(v.Steps, Step{Name: "agent.ready", Duration: time.Since(t)})
+	return nil
+}
+
+func (v *VM) setExit(err error) {
+	v.exitOnce.Do(func() {
+		v.exitMu.Lock()
+		v.exitErr = err
+		v.exitMu.Unlock()
+		close(v.done)
+	})
+}
+
+// Agent is the connected agent.
+func (v *VM) Agent() Agent { return v.agent }
+
+// Pid is the VMM process's pid.
+func (v *VM) Pid() int { return v.pid }
+
+// Done is closed when the VM (its VMM process) has ended.
+func (v *VM) Done() <-chan struct{} { return v.done }
+
+// Err says why the VM ended (nil while it runs).
+func (v *VM) Err() error {
+	v.exitMu.Lock()
+	defer v.exitMu.Unlock()
+	return v.exitErr
+}
+
+// AttachDrive attaches another drive to the running VM and returns its
+// guest device path.
+func (v *VM) AttachDrive(ctx context.Context, d rootfs.Drive) (string, error) {
+	return "", ErrNoHotAttach
+}
+
+// DevicePath is the guest device of the i-th drive given at boot.
+func DevicePath(i int) string { return "/dev/vd" + string(rune('a'+i)) }
+
+// Pause pauses the VM's vCPUs.
+func (v *VM) Pause(ctx context.Context) error {
+	if err := v.api.Action(ctx, vmmapi.ActionPause); err != nil {
+		return fmt.Errorf("vm: pause: %w", err)
+	}
+	return nil
+}
+
+// Resume resumes the VM's vCPUs.
+func (v *VM) Resume(ctx context.Context) error {
+	if err := v.api.Action(ctx, vmmapi.ActionResume); err != nil {
+		return fmt.Errorf("vm: resume: %w", err)
+	}
+	return nil
+}
+
+// Shutdown asks the agent to stop the containers and power off, waits for
+// the VMM to exit (up to grace plus a margin) and kills it otherwise, then
+// closes the connections. The state directory stays (see Cleanup).
+func (v *VM) Shutdown(ctx context.Context, grace time.Duration) error {
+	if v.agent != nil {
+		sctx, cancel := context.WithTimeout(ctx, grace+2*time.Second)
+		_, err := v.agent.Shutdown(sctx, &api.ShutdownRequest{GraceNs: int64(grace)})
+		cancel()
+		if err != nil {
+			log.G(ctx).WithError(err).Debug("vm: agent shutdown")
+		}
+	}
+	select {
+	case <-v.done:
+	case <-time.After(grace + 3*time.Second):
+		log.G(ctx).Warn("vm: VMM did not exit after the agent's shutdown; killing it")
+	}
+	v.Kill()
+	return nil
+}
+
+// Kill ends the VMM process at once and closes the connections. The state
+// directory stays: it also holds container disks, removed by Cleanup.
+func (v *VM) Kill() {
+	v.closeOnce.Do(func() {
+		if v.rpc != nil {
+			v.rpc.Close()
+		}
+		if v.api != nil {
+			v.api.Close()
+		}
+		if v.cmd != nil {
+			syscall.Kill(-v.pid, syscall.SIGKILL)
+			select {
+			case <-v.done:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		os.Remove(filepath.Join(v.Dir, PidFile))
+	})
+}
+
+// Cleanup removes a VM's state directory, killing a VMM still recorded in
+// its pid file (after a shim crash). The console log is kept in
+// StateDir/consoles when KeepConsole is set.
+func Cleanup(dir string, cfg config.Config) {
+	if b, err := os.ReadFile(filepath.Join(dir, PidFile)); err == nil {
+		if pid, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && pid > 1 && isVMM(pid, dir) {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if cfg.KeepConsole {
+		keep := filepath.Join(cfg.StateDir, "consoles")
+		if os.MkdirAll(keep, 0o700) == nil {
+			os.Rename(filepath.Join(dir, consoleLog), filepath.Join(keep, filepath.Base(dir)+".log"))
+		}
+	}
+	os.RemoveAll(dir)
+}
+
+// isVMM checks that pid still runs an ember VMM of this directory (the pid
+// may have been reused).
+func isVMM(pid int, dir string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(b, []byte(filepath.Join(dir, apiSocket)))
+}
