@@ -186,4 +186,3 @@ func liveShim(dir string) bool {
 func (*Manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
 	return &types.RuntimeInfo{Name: Name}, nil
 }
-

@@ -980,4 +980,3 @@ func (s *Service) Close() {
 	s.teardown(context.Background())
 	s.cancel()
 }
-
