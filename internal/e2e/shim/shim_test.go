@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -71,7 +75,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 	if e.log, err = os.Create(filepath.Join(root, "containerd.log")); err != nil {
 		t.Fatal(err)
 	}
-	e.cmd = exec.Command(filepath.Join(binDir, "containerd"), "--config", cdCfgPath, "--log-level", "info")
+	e.cmd = exec.Command(filepath.Join(binDir, "containerd"), "--config", cdCfgPath, "--log-level", "debug")
 	e.cmd.Env = e.envv
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	start := time.Now()
@@ -89,6 +93,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("containerd up in %v", time.Since(start).Round(time.Millisecond))
+	stopWatch := make(chan struct{})
+	t.Cleanup(func() { close(stopWatch) })
+	go e.watchdog(stopWatch)
 	return e
 }
 
@@ -107,6 +114,26 @@ func (e *env) stop() {
 	// Leave nothing mounted behind in the lab's /tmp.
 	exec.Command("sh", "-c", "grep "+e.root+" /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r umount -l").Run()
 	os.RemoveAll(e.root)
+}
+
+// watchdog prints, every 30 s, what the VMs and containerd are doing, so
+// that a hung run shows where it hangs.
+func (e *env) watchdog(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(30 * time.Second):
+		}
+		fmt.Fprintf(os.Stderr, "--- watchdog: containerd log tail:\n%s\n", tail(e.logTail(), 1500))
+		logs, _ := filepath.Glob(filepath.Join(e.stateDir, "*", "*.log"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			fmt.Fprintf(os.Stderr, "--- watchdog: %s:\n%s\n", l, tail(string(b), 1500))
+		}
+		out, _ := exec.Command("ps", "-o", "pid,stat,args").CombinedOutput()
+		fmt.Fprintf(os.Stderr, "--- watchdog: ps:\n%s\n", out)
+	}
 }
 
 func (e *env) logTail() string {
@@ -129,7 +156,7 @@ type result struct {
 
 // ctrIn runs ctr with stdin.
 func (e *env) ctrIn(stdin string, args ...string) (result, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "ctr"), append([]string{"--address", e.sock, "--namespace", namespace}, args...)...)
 	cmd.Env = e.envv
@@ -139,6 +166,7 @@ func (e *env) ctrIn(stdin string, args ...string) (result, error) {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
 	start := time.Now()
+	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
 	r := result{stdout: out.String(), stderr: errb.String(), took: time.Since(start)}
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -274,7 +302,7 @@ func TestNativeShim(t *testing.T) {
 	})
 
 	t.Run("Stdin", func(t *testing.T) {
-		r, err := e.ctrIn("piped line 1\npiped line 2\n", e.run("stdin1", []string{"--rm", "-i"}, "sh", "-c", "cat; echo done")...)
+		r, err := e.ctrIn("piped line 1\npiped line 2\n", e.run("stdin1", []string{"--rm"}, "sh", "-c", "cat; echo done")...)
 		if err != nil || r.code != 0 {
 			t.Fatalf("%v %+v", err, r)
 		}
@@ -321,9 +349,28 @@ func TestNativeShim(t *testing.T) {
 	})
 
 	t.Run("Terminal", func(t *testing.T) {
-		r := e.must(0, e.run("tty1", []string{"--rm", "-t"}, "sh", "-c", "test -t 1 && echo tty")...)
-		if !strings.Contains(r.stdout, "tty") {
-			t.Fatalf("stdout %q", r.stdout)
+		// ctr -t needs a terminal of its own: give it a pseudo-terminal.
+		ptmx, pts, err := openPTY()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ptmx.Close()
+		cmd := exec.Command(filepath.Join(binDir, "ctr"), append([]string{"--address", e.sock, "--namespace", namespace},
+			e.run("tty1", []string{"--rm", "-t"}, "sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty")...)...)
+		cmd.Env = e.envv
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pts.Close()
+		out := make(chan string)
+		go func() { b, _ := io.ReadAll(ptmx); out <- string(b) }()
+		err = cmd.Wait()
+		ptmx.Close()
+		got := <-out
+		if err != nil || !strings.Contains(got, "is-a-tty") {
+			t.Fatalf("ctr run -t: %v, output %q", err, got)
 		}
 	})
 
@@ -337,4 +384,28 @@ func TestNativeShim(t *testing.T) {
 	})
 
 	t.Run("FinalNoLeftovers", func(t *testing.T) { e.waitNoLeftovers(t) })
+}
+
+// openPTY opens a pseudo-terminal pair.
+func openPTY() (ptmx, pts *os.File, err error) {
+	ptmx, err = os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := int(ptmx.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		ptmx.Close()
+		return nil, nil, err
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, err
+	}
+	pts, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, err
+	}
+	return ptmx, pts, nil
 }
