@@ -27,7 +27,12 @@ const (
 // -no-reboot turns the agent's final restart (and panic=-1) into QEMU
 // exiting. Everything after "--" is passed to the init process.
 func kernelCmdline(extra []string) string {
-	args := []string{"console=ttyS0", "reboot=t", "panic=-1", "rdinit=" + GuestEmber}
+	args := []string{"console=ttyS0", "reboot=t", "panic=-1", "rdinit=" + GuestEmber,
+		// QEMU's emulated virtual GIF can leave L1's own interrupts
+		// pending while an L2 guest runs without exits, freezing L1 (seen
+		// as whole-lab hangs under load); without vGIF, KVM intercepts
+		// interrupt windows itself.
+		"kvm_amd.vgif=0"}
 	if khz := tscKHz(); khz > 0 {
 		args = append(args, "tsc_early_khz="+strconv.FormatUint(khz, 10), "tsc=reliable")
 	}
