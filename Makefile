@@ -39,7 +39,7 @@ test: setup kernel vet
 test-race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PKGS)
 
-demo: setup build
+demo: setup build kernel
 	./scripts/demo.sh
 
 bench: build
