@@ -145,7 +145,17 @@ func serve(log *slog.Logger, opts options, pid1 bool) error {
 		}
 	}
 	log.Info("serving", "listen", opts.listen, "pid1", pid1, "version", agent.Version, "features", features)
-	return a.Serve(ctx, l)
+	err = a.Serve(ctx, l)
+	// Replies written just before (to Shutdown, say) must leave the VM
+	// before it powers off.
+	if d, ok := l.(transport.Drainer); ok {
+		dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if derr := d.Drain(dctx); derr != nil {
+			log.Warn("connections not drained", "err", derr)
+		}
+		cancel()
+	}
+	return err
 }
 
 func powerOff(log *slog.Logger) int {

@@ -50,6 +50,7 @@ type Agent struct {
 	srv *ttrpc.Server
 
 	generation atomic.Uint64
+	replies    replies
 	shutdownMu sync.Mutex
 	shutdown   chan struct{} // closed by the Shutdown call
 }
@@ -85,7 +86,7 @@ func New(cfg Config) (*Agent, error) {
 // It returns nil in both cases.
 func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- a.srv.Serve(ctx, l) }()
+	go func() { errc <- a.srv.Serve(ctx, countingListener{Listener: l, r: &a.replies}) }()
 	select {
 	case err := <-errc:
 		if errors.Is(err, ttrpc.ErrServerClosed) {
@@ -96,6 +97,9 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		a.srv.Close()
 	case <-a.shutdown:
 		// Let the Shutdown reply go out, then close.
+		if !a.replies.wait(time.Second) {
+			a.log.Warn("shutdown: replies still unwritten after 1s")
+		}
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		_ = a.srv.Shutdown(sctx)
 		cancel()
@@ -116,6 +120,8 @@ func (a *Agent) intercept(ctx context.Context, unmarshal ttrpc.Unmarshaler, info
 		}
 		return nil
 	}
+	a.replies.begin()
+	defer a.replies.end()
 	start := time.Now()
 	resp, err := method(ctx, decode)
 	if err != nil {

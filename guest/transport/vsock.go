@@ -4,12 +4,14 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -67,10 +69,24 @@ func ListenVsock(port uint32) (net.Listener, error) {
 	return &vsockListener{f: os.NewFile(uintptr(fd), "vsock"), addr: VsockAddr{CID: unix.VMADDR_CID_ANY, Port: port}}, nil
 }
 
+// Drainer is a listener whose accepted connections can be waited for.
+type Drainer interface {
+	// Drain waits until every accepted connection was closed and what was
+	// written to it was delivered, or ctx ends.
+	Drain(ctx context.Context) error
+}
+
+// closeLinger bounds how long closing an accepted vsock connection waits
+// for the host's side to take what was written (see vsockConn.Close).
+const closeLinger = 2 // seconds
+
 type vsockListener struct {
 	f    *os.File
 	addr VsockAddr
+	open sync.WaitGroup // accepted connections not yet closed
 }
+
+var _ Drainer = (*vsockListener)(nil)
 
 func (l *vsockListener) Accept() (net.Conn, error) {
 	rc, err := l.f.SyscallConn()
@@ -96,7 +112,33 @@ func (l *vsockListener) Accept() (net.Conn, error) {
 	if vm, ok := sa.(*unix.SockaddrVM); ok {
 		remote = VsockAddr{CID: vm.CID, Port: vm.Port}
 	}
-	return &vsockConn{File: os.NewFile(uintptr(nfd), "vsock-conn"), local: l.addr, remote: remote}, nil
+	// Lingering makes close(2) wait until the host side acknowledged the
+	// close, which it does after everything sent before it.
+	if err := unix.SetsockoptLinger(nfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: closeLinger}); err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("vsock accept: %w", os.NewSyscallError("setsockopt(SO_LINGER)", err))
+	}
+	l.open.Add(1)
+	return &vsockConn{File: os.NewFile(uintptr(nfd), "vsock-conn"), local: l.addr, remote: remote, closed: l.open.Done}, nil
+}
+
+// Drain waits until every accepted connection was closed. Because each
+// close lingers until the host acknowledged it, what the agent wrote (the
+// reply to a Shutdown call, say) has then left the guest: the guest kernel
+// sends vsock packets from a work queue, so a reboot right after a write
+// could otherwise lose them.
+func (l *vsockListener) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		l.open.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("vsock: connections still open: %w", ctx.Err())
+	}
 }
 
 func (l *vsockListener) Close() error   { return l.f.Close() }
@@ -107,6 +149,17 @@ func (l *vsockListener) Addr() net.Addr { return l.addr }
 type vsockConn struct {
 	*os.File
 	local, remote VsockAddr
+	closed        func() // tells the listener
+	once          sync.Once
+}
+
+// Close closes the connection. It returns once the socket is released
+// (os.File waits for the close(2) of a non-blocking descriptor), which with
+// SO_LINGER is when the host answered the close or closeLinger passed.
+func (c *vsockConn) Close() error {
+	err := c.File.Close()
+	c.once.Do(c.closed)
+	return err
 }
 
 func (c *vsockConn) LocalAddr() net.Addr                { return c.local }

@@ -33,10 +33,10 @@ const (
 //   - block: vda (read-only, random content) is read whole and its sha256
 //     matches the image; a write to it fails and leaves it unchanged; its
 //     content is copied to vdb (read-write, serial "scratch") at 1 MiB and
-//     read back after dropping caches; on the host, vdb holds exactly that
-//     copy there and zeros elsewhere;
-//   - net: the guest (172.30.0.2) pings the TAP (172.30.0.1) and the TAP
-//     side pings the guest;
+//     read back after dropping caches and with one 1 MiB O_DIRECT read; on
+//     the host, vdb holds exactly that copy there and zeros elsewhere;
+//   - net: the guest (172.30.0.2) pings the TAP (172.30.0.1), also with
+//     1400-byte payloads, and the TAP side pings the guest;
 //   - rng: the kernel picked virtio_rng and /dev/hwrng gives 32 bytes;
 //   - vsock: the host connects through the vsock Unix socket (CONNECT
 //     1024) to the agent running in the guest, pings it over ttrpc and
@@ -63,8 +63,9 @@ func TestNativeDevices(t *testing.T) {
 	v := startVM(t, ctx, boot.Config{
 		Initrd: devicesInitrd,
 		Drives: []boot.Drive{{Path: vda, ReadOnly: true, ID: "source"}, {Path: vdb, ID: "scratch"}},
-		Nets: []boot.NetInterface{{TAP: "e2etap0", HostAddr: netip.MustParsePrefix("172.30.0.1/24"),
+		Nets: []boot.NetInterface{{HostAddr: netip.MustParsePrefix("172.30.0.1/24"),
 			GuestMAC: guestMAC}},
+		VCPUs:   2, // interrupts and queue notifications on an SMP guest
 		RNG:     true,
 		Vsock:   &boot.Vsock{GuestCID: 3, UDS: uds},
 		Cmdline: "quiet -- sh /e2e/devices.sh",
@@ -94,6 +95,9 @@ func TestNativeDevices(t *testing.T) {
 		if m := v.expect(t, ctx, `E2E-VDB-SHA ([0-9a-f]{64})`); m[1] != want {
 			t.Errorf("guest read back vdb with sha256 %s, want %s", m[1], want)
 		}
+		if m := v.expect(t, ctx, `E2E-VDB-DIRECT-SHA ([0-9a-f]{64})`); m[1] != want {
+			t.Errorf("guest read vdb with O_DIRECT (one 1 MiB read): sha256 %s, want %s", m[1], want)
+		}
 	})
 	t.Run("rng", func(t *testing.T) {
 		if m := v.expect(t, ctx, `E2E-RNG-CURRENT (\S*)`); !strings.HasPrefix(m[1], "virtio_rng") {
@@ -111,6 +115,9 @@ func TestNativeDevices(t *testing.T) {
 		}
 		if m := v.expect(t, ctx, `E2E-PING (\d+)`); m[1] != "0" {
 			t.Errorf("guest ping of the TAP side exited %s", m[1])
+		}
+		if m := v.expect(t, ctx, `E2E-PING-1400 (\d+)`); m[1] != "0" {
+			t.Errorf("guest ping with 1400-byte payloads exited %s", m[1])
 		}
 		v.expect(t, ctx, `E2E-AGENT-START`)
 		if err := ping(t, ctx, "172.30.0.2"); err != nil {

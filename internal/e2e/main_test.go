@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +46,7 @@ echo "E2E-DD $?"
 sync
 echo 3 > /proc/sys/vm/drop_caches
 echo "E2E-VDB-SHA $(dd if=/dev/vdb bs=4096 skip=256 count=256 2>/dev/null | sha256sum)"
+echo "E2E-VDB-DIRECT-SHA $(dd if=/dev/vdb bs=1048576 skip=1 count=1 iflag=direct 2>/dev/null | sha256sum)"
 echo "E2E-RNG-CURRENT $(cat /sys/class/misc/hw_random/rng_current)"
 echo "E2E-HWRNG $(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | od -An -v -tx1 | tr -d ' \n')"
 ip link set lo up
@@ -51,6 +55,8 @@ ip addr add 172.30.0.2/24 dev eth0
 echo "E2E-MAC $(cat /sys/class/net/eth0/address)"
 ping -c 2 -W 3 172.30.0.1 >/dev/null
 echo "E2E-PING $?"
+ping -c 1 -s 1400 -W 3 172.30.0.1 >/dev/null
+echo "E2E-PING-1400 $?"
 echo E2E-AGENT-START
 /bin/ember-agent -listen vsock://1024 -state-dir /tmp/agent-state
 echo "E2E-AGENT-EXIT $?"
@@ -61,6 +67,7 @@ echo E2E-STILL-RUNNING
 
 func TestMain(m *testing.M) {
 	if labtest.InLab() {
+		watchdog()
 		labtest.Main(m)
 		return
 	}
@@ -114,4 +121,37 @@ func buildFixtures(dir string) error {
 	}
 	rootfsImage, err = fixtures.BusyboxRootfsImage(ctx, dir)
 	return err
+}
+
+// watchdog starts a process (busybox, outside the Go runtime) that, shortly
+// before the inner test timeout, prints what L1 and this test process are
+// doing (threads' kernel stacks, processes, memory) and sends SIGQUIT for
+// the goroutine stacks (a line also goes to L1's kernel console, which
+// does not depend on the lab's result channel). The test timeout's own panic needs a live Go
+// runtime; this report also comes from a stuck one. The watchdog dies
+// with the test process.
+func watchdog() {
+	timeout := 10 * time.Minute
+	for _, a := range os.Args[1:] {
+		if v, ok := strings.CutPrefix(a, "-test.timeout="); ok {
+			if d, err := time.ParseDuration(v); err == nil && d > 0 {
+				timeout = d
+			}
+		}
+	}
+	delay := max(timeout-20*time.Second, timeout/2)
+	pid := os.Getpid()
+	script := fmt.Sprintf(`sleep %d
+echo "e2e watchdog: tests still running" > /dev/kmsg
+echo "e2e watchdog: tests still running after %v; L1 state:"
+cat /proc/loadavg; free
+for t in /proc/%d/task/*; do echo "$t $(cat $t/comm) $(cut -d' ' -f3 $t/stat) $(cat $t/wchan)"; cat $t/stack; done
+ps
+kill -QUIT %d`, int(delay.Seconds()), delay, pid, pid)
+	cmd := exec.Command("busybox", "sh", "-c", script)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e watchdog:", err)
+	}
 }

@@ -222,7 +222,18 @@ func (g *guest) stop() (*restoreResult, error) {
 	select {
 	case <-g.done:
 	case <-time.After(30 * time.Second):
-		g.kill()
+		// Its goroutines, for the report (Go dumps them on SIGQUIT).
+		g.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-g.done:
+		case <-time.After(5 * time.Second):
+			g.cmd.Process.Kill()
+			select {
+			case <-g.done:
+			case <-time.After(10 * time.Second):
+				return nil, fmt.Errorf("ember restore did not stop on SIGTERM, SIGQUIT or SIGKILL")
+			}
+		}
 		return nil, fmt.Errorf("ember restore did not stop on SIGTERM\nstderr:\n%s", g.stderr.String())
 	}
 	var res restoreResult
