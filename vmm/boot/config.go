@@ -45,8 +45,10 @@ type Config struct {
 
 // DefaultCmdline is what every ember guest kernel gets: the serial
 // console, reboot through the i8042 (which the VMM turns into a clean
-// stop), no PCI probing, a quick panic exit.
-const DefaultCmdline = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable"
+// stop), a quick panic exit, and a quiet boot: every console byte is a
+// port-I/O exit, and the kernel's boot chatter costs more than the boot
+// itself where exits are slow (add "loglevel=7" to see it).
+const DefaultCmdline = "console=ttyS0 reboot=k panic=1 quiet i8042.noaux i8042.nomux i8042.dumbkbd tsc=reliable"
 
 func (c *Config) validate() error {
 	switch {
