@@ -84,7 +84,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 	}
 	t.Cleanup(e.stop)
 	for {
-		if _, err := e.ctr("version"); err == nil {
+		// ctr's own failures come back as a non-zero code, not an error.
+		if r, err := e.ctr("version"); err == nil && r.code == 0 {
 			break
 		}
 		if time.Since(start) > time.Minute {
