@@ -95,7 +95,8 @@ type Memory struct {
 	wsPages uint64
 
 	srv      *faultServer // uffd and prefetch
-	prefetch *prefetcher  // prefetch with a working set
+	access   *populatingAccessor
+	prefetch *prefetcher // prefetch with a working set
 	cancel   context.CancelFunc
 }
 

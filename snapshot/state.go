@@ -104,14 +104,14 @@ func (c CPUInfo) Family() uint32 {
 func cpuInfoFrom(entries []kvm.CPUIDEntry) CPUInfo {
 	var c CPUInfo
 	for _, e := range entries {
-		switch e.Function {
-		case 0:
+		switch {
+		case e.Function == 0 && c.Vendor == "" && e.EBX|e.ECX|e.EDX != 0:
 			var v [12]byte
 			for i, r := range []uint32{e.EBX, e.EDX, e.ECX} {
 				v[4*i], v[4*i+1], v[4*i+2], v[4*i+3] = byte(r), byte(r>>8), byte(r>>16), byte(r>>24)
 			}
 			c.Vendor = string(v[:])
-		case 1:
+		case e.Function == 1 && c.Signature == 0:
 			c.Signature = e.EAX
 		}
 	}

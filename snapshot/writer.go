@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/embervm/ember/vmm"
+	"github.com/embervm/ember/vmm/kvm"
 	"github.com/embervm/ember/vmm/memory"
 )
 
@@ -78,9 +81,13 @@ func Save(ctx context.Context, m *vmm.Machine, dir string, opts SaveOptions) (*S
 	default:
 		return nil, nil, fmt.Errorf("snapshot: reading dirty log: %w", err)
 	}
+	for i := range ms.CPUs {
+		ms.CPUs[i].CPUID = dropEmptyCPUID(ms.CPUs[i].CPUID)
+	}
+	cpu := cpuInfoFrom(ms.CPUs[0].CPUID)
 	st := &State{
 		ID: NewID(), Kind: KindFull, Created: time.Now(),
-		CPU: cpuInfoFrom(ms.CPUs[0].CPUID), Machine: ms, Devices: opts.Devices,
+		CPU: cpu, Machine: ms, Devices: opts.Devices,
 	}
 	if opts.Diff {
 		st.Kind, st.Parent = KindDiff, opts.Parent
@@ -147,6 +154,22 @@ func Save(ctx context.Context, m *vmm.Machine, dir string, opts SaveOptions) (*S
 	log.Info("snapshot saved", "dir", dir, "id", st.ID, "kind", st.Kind,
 		"pages_written", stats.PagesWritten, "zero_pages_skipped", stats.PagesSkipped, "elapsed", stats.Elapsed)
 	return st, stats, nil
+}
+
+// dropEmptyCPUID removes all-zero CPUID entries. The nested lab's L1
+// kernel (Debian 6.1, kvm-amd) answers KVM_GET_CPUID2 without updating
+// nent, so the whole zeroed buffer (1024 entries) comes back; restoring
+// that fails with E2BIG (more than KVM_MAX_CPUID_ENTRIES), and its zero
+// leaf-0 entries hide the CPU vendor. No real entry is all zero: leaf 0
+// reports at least one further leaf in EAX.
+func dropEmptyCPUID(es []kvm.CPUIDEntry) []kvm.CPUIDEntry {
+	out := es[:0:0]
+	for _, e := range es {
+		if e.Function|e.Index|e.Flags|e.EAX|e.EBX|e.ECX|e.EDX != 0 {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // writeState encodes st and replaces dir's state file with it.
@@ -217,6 +240,17 @@ func (w *pageWriter) write(host []byte, off uint64) error {
 	for p := 0; p < len(host); p += pageSize {
 		if p%(64<<20) == 0 && w.ctx.Err() != nil {
 			return w.ctx.Err()
+		}
+		if p%maxWrite == 0 {
+			// Fault the next chunk in with a system call before Go code
+			// reads it: memory served by a userfaultfd handler in this
+			// process (a restored VM) must never fault in Go code (see
+			// Memory.Accessor). For other memory this is the fault-in the
+			// reads below would do anyway. EINVAL: a kernel before 5.14.
+			chunk := host[p:min(len(host), p+maxWrite)]
+			if err := unix.Madvise(chunk, unix.MADV_POPULATE_READ); err != nil && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("snapshot: faulting in guest memory: %w", err)
+			}
 		}
 		if bytes.Equal(host[p:p+pageSize], zeroPage[:]) {
 			w.stats.PagesSkipped++

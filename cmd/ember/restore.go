@@ -3,19 +3,27 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/embervm/ember/snapshot"
 	"github.com/embervm/ember/snapshot/guestrun"
+	"github.com/embervm/ember/vmm/api"
+	"github.com/embervm/ember/vmm/boot"
 	"github.com/embervm/ember/vmm/kvm"
 )
 
 func init() {
 	register(&command{
 		name:    "restore",
-		summary: "restore a test-guest snapshot in this process and run it to its exit",
+		summary: "restore a snapshot (Linux or test guest) in this process and run it",
 		run:     runRestore,
 	})
 }
@@ -35,7 +43,20 @@ func runRestore(ctx context.Context, args []string) error {
 	record := fs.Bool("record", false, "with uffd: record the working set too")
 	saveWS := fs.Bool("save-working-set", true, "write the recorded working set next to the snapshot (prefetch, or uffd with -record)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	timeout := fs.Duration("timeout", time.Minute, "how long the guest may run")
+	timeout := fs.Duration("timeout", time.Minute, "how long the guest may run (Linux: 0, the default, means until it stops)")
+	var lo linuxRestoreFlags
+	fs.StringVar(&lo.console, "console", "", "Linux: append the guest's console to this file (default: standard output)")
+	fs.Func("drive", "Linux: image path replacing the next saved drive's (repeat in drive order; empty keeps the saved path)", func(s string) error {
+		lo.drives = append(lo.drives, s)
+		return nil
+	})
+	fs.StringVar(&lo.vsockUDS, "vsock-uds", "", "Linux: Unix socket path for the vsock device (default: the saved one)")
+	fs.Uint64Var(&lo.vsockCID, "vsock-cid", 0, "Linux: new guest CID (default: the saved one)")
+	fs.BoolVar(&lo.prefetchFirst, "prefetch-first", false, "Linux, prefetch backend: install the working set before the vCPUs run")
+	fs.Func("tap", "Linux: TAP name for the next saved network interface (repeat in order)", func(s string) error {
+		lo.taps = append(lo.taps, s)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,6 +67,12 @@ func runRestore(ctx context.Context, args []string) error {
 	backend, err := snapshot.ParseBackend(*backendName)
 	if err != nil {
 		return err
+	}
+	if snap, err := snapshot.Open(*dir); err == nil && boot.IsLinuxSnapshot(snap) {
+		lo.timeoutSet = false
+		fs.Visit(func(f *flag.Flag) { lo.timeoutSet = lo.timeoutSet || f.Name == "timeout" })
+		lo.timeout, lo.record, lo.saveWS, lo.json = *timeout, *record, *saveWS, *asJSON
+		return restoreLinux(ctx, *dir, backend, lo)
 	}
 	sys, err := kvm.Open()
 	if err != nil {
@@ -74,4 +101,233 @@ func runRestore(ctx context.Context, args []string) error {
 		fmt.Printf("working set of %d pages saved\n", res.WorkingSetPages)
 	}
 	return nil
+}
+
+// linuxRestoreFlags are ember restore's options for Linux snapshots.
+type linuxRestoreFlags struct {
+	console       string
+	drives        []string
+	vsockUDS      string
+	vsockCID      uint64
+	taps          []string
+	timeout       time.Duration
+	timeoutSet    bool
+	record        bool
+	saveWS        bool
+	prefetchFirst bool
+	json          bool
+}
+
+// linuxRestoreResult is what ember restore prints (stderr, or stdout as
+// JSON with --json) when a restored Linux VM ends.
+type linuxRestoreResult struct {
+	Backend snapshot.Backend `json:"backend"`
+	// Restore is snapshot open to a runnable VM (memory, KVM state,
+	// devices).
+	Restore time.Duration `json:"restore_ns"`
+	// FromProcessStart is process start (the spawner's clock in
+	// EMBER_SPAWN_NS, if set) to the vCPUs running.
+	FromProcessStart time.Duration  `json:"from_process_start_ns"`
+	Ran              time.Duration  `json:"ran_ns"`
+	Stop             string         `json:"stop,omitempty"`
+	Error            string         `json:"error,omitempty"`
+	Stats            snapshot.Stats `json:"stats"`
+	WorkingSetPages  uint64         `json:"working_set_pages,omitempty"`
+}
+
+// processStart approximates this process's start: the spawner's clock if
+// it passed one, else when main's package initialised.
+var processStart = time.Now()
+
+func spawnTime() time.Time {
+	if v, err := strconv.ParseInt(os.Getenv(guestrun.SpawnEnv), 10, 64); err == nil && v > 0 {
+		return time.Unix(0, v)
+	}
+	return processStart
+}
+
+// restoreLinux restores a Linux snapshot in this process, its console on
+// standard output (or --console) and standard input fed to its serial
+// port, and runs it until it stops, the timeout passes or a signal comes.
+// A recording restore (prefetch without a working set, or uffd --record)
+// writes the working set when it ends.
+func restoreLinux(ctx context.Context, dir string, backend snapshot.Backend, lo linuxRestoreFlags) error {
+	var console io.Writer = os.Stdout
+	if lo.console != "" {
+		f, err := os.OpenFile(lo.console, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		console = f
+	}
+	opts := boot.RestoreOptions{
+		Backend: backend, Record: lo.record, Console: console,
+		DrivePaths: lo.drives, VsockUDS: lo.vsockUDS, VsockCID: lo.vsockCID,
+		PrefetchBeforeStart: lo.prefetchFirst,
+	}
+	for _, t := range lo.taps {
+		opts.Nets = append(opts.Nets, boot.NetInterface{TAP: t})
+	}
+	sys, err := kvm.Open()
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+	r, err := boot.Restore(ctx, sys, dir, opts)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if lo.timeoutSet && lo.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, lo.timeout)
+		defer cancel()
+	}
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	first := time.Now()
+	res := linuxRestoreResult{Backend: backend, Restore: r.Took, FromProcessStart: first.Sub(spawnTime())}
+	fmt.Fprintf(os.Stderr, "ember: restored %s with %s in %v; vCPUs running %v after process start\n",
+		dir, backend, r.Took.Round(time.Microsecond), res.FromProcessStart.Round(time.Microsecond))
+	go r.PumpInput(ctx, os.Stdin)
+	select {
+	case <-r.Done():
+	case <-ctx.Done():
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r.Stop(stopCtx)
+		cancel()
+	}
+	res.Ran = time.Since(first)
+	if out, err := r.Wait(context.Background()); err == nil {
+		switch {
+		case out.Err != nil:
+			res.Error = out.Err.Error()
+		case out.Stop != nil:
+			res.Stop = out.Stop.Reason
+		}
+	}
+	if err := r.Memory.Err(); err != nil {
+		res.Error = err.Error()
+	}
+	res.Stats = r.Memory.Stats()
+	if lo.saveWS && res.Stats.Recording && res.Error == "" {
+		if res.WorkingSetPages, err = r.Memory.SaveWorkingSet(); err != nil {
+			res.Error = err.Error()
+		}
+	}
+	if lo.json {
+		if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+			return err
+		}
+	} else {
+		s := res.Stats
+		fmt.Fprintf(os.Stderr, "ember: VM ran %v (%s); faults served %d, bytes read %d, pages zero-filled %d, prefetched %d (working set %d); working set saved: %d pages\n",
+			res.Ran.Round(time.Millisecond), firstNonEmpty(res.Error, res.Stop, "stopped"), s.FaultsServed, s.BytesRead,
+			s.PagesZeroFilled, s.PagesPrefetched, s.WorkingSetPages, res.WorkingSetPages)
+	}
+	if res.Error != "" {
+		return errors.New(res.Error)
+	}
+	return nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+// restoreForVMM restores a Linux snapshot for ember vmm --restore: the VM
+// waits, paused, for a start or resume action; its console goes to
+// consolePath (or is discarded); its vsock listens on vsockUDS (default:
+// the API socket's path + ".vsock", unique per VMM, so that a warm pool
+// can keep several restores of one snapshot). The working set starts
+// installing at once (prefetch), while the VM waits. cleanup closes the VM
+// and, for a recording restore, writes the working set first.
+func restoreForVMM(ctx context.Context, sys *kvm.System, dir, backendName, consolePath, apiSock, vsockUDS string) (*boot.Restored, vmmprocHooks, func(), error) {
+	backend, err := snapshot.ParseBackend(backendName)
+	if err != nil {
+		return nil, vmmprocHooks{}, nil, err
+	}
+	var console *os.File
+	opts := boot.RestoreOptions{Backend: backend}
+	if consolePath != "" {
+		if console, err = os.OpenFile(consolePath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+			return nil, vmmprocHooks{}, nil, err
+		}
+		opts.Console = console
+	}
+	if vsockUDS == "" {
+		vsockUDS = apiSock + ".vsock"
+	}
+	opts.VsockUDS = vsockUDS
+	r, err := boot.Restore(ctx, sys, dir, opts)
+	if err != nil {
+		if console != nil {
+			console.Close()
+		}
+		return nil, vmmprocHooks{}, nil, err
+	}
+	r.Memory.StartPrefetch()
+	hooks := vmmprocHooks{
+		Snapshot: linuxSnapshotHook(r.VM),
+		Restore: func() *api.RestoreStats {
+			s := r.Memory.Stats()
+			return &api.RestoreStats{Backend: string(s.Backend), Duration: r.Took, Faults: s.FaultsServed,
+				BytesRead: s.BytesRead, PagesZeroed: s.PagesZeroFilled, PagesFetched: s.PagesPrefetched}
+		},
+	}
+	cleanup := func() {
+		if r.Memory.Stats().Recording && r.Memory.Err() == nil {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r.Stop(stopCtx)
+			cancel()
+			if _, err := r.Memory.SaveWorkingSet(); err != nil {
+				slog.Warn("saving the working set", "err", err)
+			}
+		}
+		r.Close()
+		if console != nil {
+			console.Close()
+		}
+	}
+	return r, hooks, cleanup, nil
+}
+
+// vmmprocHooks are the vmmproc.Hooks fields a Linux VM fills in.
+type vmmprocHooks struct {
+	Snapshot func(ctx context.Context, req api.SnapshotRequest) error
+	Restore  func() *api.RestoreStats
+}
+
+// linuxSnapshotHook is the /snapshot hook of a Linux VM (booted with
+// --config or restored): a snapshot of the paused VM; a diff names the
+// previous snapshot this hook wrote as its parent.
+func linuxSnapshotHook(vm *boot.VM) func(ctx context.Context, req api.SnapshotRequest) error {
+	var mu sync.Mutex
+	var last snapshot.ID
+	return func(ctx context.Context, req api.SnapshotRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if req.Dir == "" {
+			return fmt.Errorf("%w: snapshot needs a directory", api.ErrBadRequest)
+		}
+		if req.Diff && last.IsZero() {
+			return fmt.Errorf("%w: a diff needs an earlier full snapshot from this VMM", api.ErrConflict)
+		}
+		st, _, err := vm.Snapshot(ctx, req.Dir, boot.SnapshotOptions{Diff: req.Diff, Parent: last})
+		if err != nil {
+			if errors.Is(err, boot.ErrDiffWithVirtio) || errors.Is(err, boot.ErrSnapshot) {
+				return fmt.Errorf("%w: %w", api.ErrConflict, err)
+			}
+			return err
+		}
+		last = st.ID
+		return nil
+	}
 }

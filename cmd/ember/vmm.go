@@ -31,7 +31,7 @@ func runVMM(ctx context.Context, args []string) error {
 	sock := fs.String("api-sock", "", "path of the API socket to create (required)")
 	id := fs.String("id", "", "instance id (default: the pid)")
 	bootCfg := fs.String("config", "", "boot a Linux VM described by this JSON file (vmm/boot.Config: kernel, initrd, cmdline, memory_mib, vcpus, drives, nets, vsock, rng)")
-	console := fs.String("console", "", "with --config: append the guest's serial console to this file (default: discard)")
+	console := fs.String("console", "", "with --config or --restore: append the guest's serial console to this file (default: discard)")
 	program := fs.String("testguest", "", "run this built-in test guest: "+guestNames())
 	image := fs.String("image", "", "run this test-guest image file")
 	memMiB := fs.Uint64("mem", 64, "guest memory in MiB (test guests)")
@@ -39,6 +39,9 @@ func runVMM(ctx context.Context, args []string) error {
 	readyFD := fs.Int("ready-fd", -1, "write \"ready\\n\" to this inherited fd once the API serves")
 	linger := fs.Duration("linger", 5*time.Second, "after the VM ends, keep serving this long for a final /wait or /metrics")
 	leaseFD := fs.Int("lease-fd", -1, "inherited pipe from a supervisor (the warm pool): EOF before a 'c' byte (claimed) ends this VMM")
+	restoreDir := fs.String("restore", "", "restore this Linux snapshot (ember snapshot create) instead of booting; the VM waits paused unless --start")
+	backend := fs.String("backend", "mmap", "with --restore: memory backend copy, mmap, uffd or prefetch")
+	vsockUDS := fs.String("vsock-uds", "", "with --restore: vsock Unix socket path (default: the API socket's path + \".vsock\")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -54,7 +57,17 @@ func runVMM(ctx context.Context, args []string) error {
 	}
 	defer sys.Close()
 	var inst *vmmproc.Instance
-	if *bootCfg != "" {
+	if *restoreDir != "" {
+		if *bootCfg != "" || *program != "" || *image != "" {
+			return errors.New("--restore restores a Linux snapshot; do not combine it with --config, --testguest or --image")
+		}
+		r, h, cleanup, err := restoreForVMM(ctx, sys, *restoreDir, *backend, *console, *sock, *vsockUDS)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{Snapshot: h.Snapshot, Restore: h.Restore})
+	} else if *bootCfg != "" {
 		if *program != "" || *image != "" {
 			return errors.New("--config boots Linux; do not combine it with --testguest or --image")
 		}
@@ -63,7 +76,7 @@ func runVMM(ctx context.Context, args []string) error {
 			return err
 		}
 		defer closeVM()
-		inst = vmmproc.New(*id, vm.Machine, "boot", vmmproc.Hooks{})
+		inst = vmmproc.New(*id, vm.Machine, "boot", vmmproc.Hooks{Snapshot: linuxSnapshotHook(vm)})
 	} else {
 		img, err := vmmImage(*program, *image, *memMiB<<20)
 		if err != nil {

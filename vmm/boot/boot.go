@@ -27,6 +27,7 @@ type VM struct {
 	Cmdline string
 	Kernel  loader.Result
 
+	cfg           Config // as built (or as restored): what a snapshot records
 	marker        *bootmarker.Device
 	devices       []*attachment
 	virtioCmdline []string
@@ -79,7 +80,7 @@ func Build(ctx context.Context, sys *kvm.System, cfg Config, log *slog.Logger) (
 		mem.Close()
 		return nil, err
 	}
-	v := &VM{Machine: m}
+	v := &VM{Machine: m, cfg: cfg}
 	defer func() {
 		if err != nil {
 			m.Close()
