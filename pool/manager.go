@@ -229,8 +229,7 @@ type Claim struct {
 	Identity api.Identity `json:"identity"`
 	// Timings of the claim's steps.
 	Wait     time.Duration `json:"wait_ns"`     // to get a VMM (pop, or cold start)
-	Identify time.Duration `json:"identify_ns"` // to re-identify it
-	Resumed  time.Duration `json:"resume_ns"`   // to resume it (when asked)
+	Identify time.Duration `json:"identify_ns"` // to re-identify (and, when asked, resume) it
 	Total    time.Duration `json:"total_ns"`
 }
 
@@ -276,23 +275,24 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	if opts.ID != "" {
 		c.ID = opts.ID
 	}
-	client := api.NewClient(e.sock)
+	client := e.client
+	if client == nil { // a cold start that was not warmed up
+		client = api.NewClient(e.sock)
+	}
 	defer client.Close()
 	t1 := time.Now()
 	c.Identity = NewIdentity(c.ID)
-	if err := client.SetIdentity(ctx, c.Identity); err != nil {
+	var err error
+	if opts.Resume {
+		err = client.SetIdentityAndResume(ctx, c.Identity)
+	} else {
+		err = client.SetIdentity(ctx, c.Identity)
+	}
+	if err != nil {
 		e.cmd.Process.Kill()
 		return nil, fmt.Errorf("pool: identify %s: %w", e.id, err)
 	}
 	c.Identify = time.Since(t1)
-	if opts.Resume {
-		t2 := time.Now()
-		if err := client.Action(ctx, api.ActionResume); err != nil {
-			e.cmd.Process.Kill()
-			return nil, fmt.Errorf("pool: resume %s: %w", e.id, err)
-		}
-		c.Resumed = time.Since(t2)
-	}
 	c.Total = time.Since(t0)
 	m.mu.Lock()
 	ps.claimed++

@@ -125,7 +125,7 @@ func TestClaimResume(t *testing.T) {
 	if c.Source != "pool" || c.PID == 0 || !strings.HasPrefix(c.Socket, run) {
 		t.Fatalf("claim %+v", c)
 	}
-	t.Logf("claim from pool: wait %v identify %v resume %v total %v", c.Wait, c.Identify, c.Resumed, c.Total)
+	t.Logf("claim from pool: wait %v identify+resume %v total %v", c.Wait, c.Identify, c.Total)
 	if err := finish(ctx, c, true); err != nil {
 		t.Fatal(err)
 	}

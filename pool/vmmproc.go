@@ -22,6 +22,8 @@ type entry struct {
 	sock    string
 	lease   *os.File // write end; 'c' hands the VMM over
 	readyAt time.Time
+	// client is the warmed-up API connection, kept for the claim.
+	client  *api.Client
 	exited  chan struct{} // closed when the process has been reaped
 	exitErr error
 }
@@ -101,11 +103,10 @@ func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
 // fresh process (each first touch of a page costs tens of microseconds on
 // hosts with shadow paging).
 func (e *entry) warmUp(ctx context.Context) {
-	c := api.NewClient(e.sock)
-	defer c.Close()
+	e.client = api.NewClient(e.sock)
 	for i := 0; i < 3; i++ {
-		c.Info(ctx)
-		c.Metrics(ctx)
+		e.client.Info(ctx)
+		e.client.Metrics(ctx)
 	}
 }
 
@@ -119,6 +120,9 @@ func (e *entry) handOver() error {
 // kill ends an unclaimed VMM: closing the lease asks it to stop; SIGKILL
 // follows if it lingers.
 func (e *entry) kill() {
+	if e.client != nil {
+		e.client.Close()
+	}
 	e.lease.Close()
 	select {
 	case <-e.exited:

@@ -93,6 +93,11 @@ func (c *Client) SetIdentity(ctx context.Context, id Identity) error {
 	return c.do(ctx, http.MethodPut, "/identity", id, nil)
 }
 
+// SetIdentityAndResume re-identifies the VM and resumes it in one request.
+func (c *Client) SetIdentityAndResume(ctx context.Context, id Identity) error {
+	return c.do(ctx, http.MethodPut, "/identity?resume=1", id, nil)
+}
+
 // Snapshot writes a snapshot of the paused VM.
 func (c *Client) Snapshot(ctx context.Context, req SnapshotRequest) error {
 	return c.do(ctx, http.MethodPut, "/snapshot", req, nil)

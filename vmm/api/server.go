@@ -79,7 +79,13 @@ func Handler(c Controller, log *slog.Logger) http.Handler {
 		if !decode(w, r, &id) {
 			return
 		}
-		result(w, log, c.SetIdentity(r.Context(), id))
+		err := c.SetIdentity(r.Context(), id)
+		// ?resume=1 resumes the VM in the same request: a pool claim's
+		// last two steps in one round trip.
+		if err == nil && r.URL.Query().Get("resume") == "1" {
+			err = c.Resume(r.Context())
+		}
+		result(w, log, err)
 	})
 	mux.HandleFunc("PUT /snapshot", func(w http.ResponseWriter, r *http.Request) {
 		var req SnapshotRequest

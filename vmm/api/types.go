@@ -8,7 +8,7 @@
 //	GET  /               instance description (Info)
 //	PUT  /actions        {"action": "start"|"pause"|"resume"|"stop"}
 //	GET  /wait           blocks until the VM ends; returns its ExitInfo
-//	PUT  /identity       re-identify a restored VM (Identity)
+//	PUT  /identity       re-identify a restored VM (Identity); ?resume=1 also resumes it
 //	PUT  /snapshot       write a snapshot of the paused VM (SnapshotRequest)
 //	GET  /metrics        counters (Metrics)
 //
