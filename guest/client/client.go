@@ -109,6 +109,11 @@ func handshake(ctx context.Context, conn net.Conn, port uint32) (uint32, error) 
 // uds. Until ctx ends it retries every interval (20 ms) while the socket
 // does not exist yet or the guest refuses the port (the agent is still
 // booting), so it also serves to wait for the agent.
+//
+// Each new connection is proven with a Ping before Dial returns it: right
+// after a snapshot restore the guest may still be processing the vsock
+// transport reset, which resets connections accepted just before it; Dial
+// then connects again.
 func Dial(ctx context.Context, uds string, port uint32) (*Client, error) {
 	const interval = 20 * time.Millisecond
 	for {
@@ -116,7 +121,14 @@ func Dial(ctx context.Context, uds string, port uint32) (*Client, error) {
 		if err == nil {
 			c := New(conn)
 			c.HostPort = hp
-			return c, nil
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = c.Ping(pctx, &api.PingRequest{})
+			cancel()
+			if err == nil {
+				return c, nil
+			}
+			c.Close()
+			err = fmt.Errorf("client: new connection failed its first ping: %w", err)
 		}
 		select {
 		case <-ctx.Done():
