@@ -32,8 +32,15 @@ build:
 vet:
 	$(GO) vet ./...
 
+# go test -v, so that the TestNative* tests that ran inside the nested lab
+# show up (without -v a lab package reports "[no tests to run]" for the host
+# side); the full log goes to out/test.log, the terminal gets every test's
+# result line and each package's summary.
 test: setup kernel vet
-	$(GO) test $(TESTFLAGS) ./...
+	@mkdir -p out
+	set -o pipefail; $(GO) test -v $(TESTFLAGS) ./... 2>&1 | tee out/test.log | \
+		grep -E '^(ok|FAIL|panic:|--- (PASS|FAIL|SKIP)|labtest: nested lab)|^\s+--- (FAIL|SKIP)'
+	@echo "tests: $$(grep -cE '^\s*--- PASS' out/test.log) passed, $$(grep -cE '^\s*--- FAIL' out/test.log) failed, $$(grep -cE '^\s*--- SKIP' out/test.log) skipped"
 	$(MAKE) test-race
 
 test-race:

@@ -41,8 +41,13 @@ type Config struct {
 	// (0: unbounded).
 	MemoryBudgetMiB uint64 `json:"memory_budget_mib"`
 	// StartTimeout bounds one VMM's start (default 30 s).
-	StartTimeout Duration  `json:"start_timeout"`
-	Profiles     []Profile `json:"profiles"`
+	StartTimeout Duration `json:"start_timeout"`
+	// RefillDelay is how long the pool waits after a claim before starting
+	// a replacement, so that the replacement's start (a process, a restore)
+	// does not compete for CPU with the VM just handed over (default
+	// 100 ms; negative: refill at once).
+	RefillDelay Duration  `json:"refill_delay"`
+	Profiles    []Profile `json:"profiles"`
 }
 
 // Duration is a time.Duration that reads "10m" in JSON.

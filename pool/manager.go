@@ -113,12 +113,23 @@ func (m *Manager) keep(ps *profileState) {
 	defer m.wg.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	delay := time.Duration(m.cfg.RefillDelay)
+	if delay == 0 {
+		delay = 100 * time.Millisecond
+	}
 	for {
 		m.fill(ps)
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-ps.kick:
+			if delay > 0 {
+				select {
+				case <-time.After(delay):
+				case <-m.ctx.Done():
+					return
+				}
+			}
 		case <-tick.C:
 			m.sweep(ps)
 		}

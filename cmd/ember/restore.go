@@ -275,6 +275,7 @@ func restoreForVMM(ctx context.Context, sys *kvm.System, dir, backendName, conso
 	}
 	r.Memory.StartPrefetch()
 	hooks := vmmprocHooks{
+		VsockUDS: vsockUDS,
 		Snapshot: linuxSnapshotHook(r.VM),
 		Restore: func() *api.RestoreStats {
 			s := r.Memory.Stats()
@@ -303,6 +304,8 @@ func restoreForVMM(ctx context.Context, sys *kvm.System, dir, backendName, conso
 type vmmprocHooks struct {
 	Snapshot func(ctx context.Context, req api.SnapshotRequest) error
 	Restore  func() *api.RestoreStats
+	// VsockUDS is the restored VM's vsock socket (its agent's way in).
+	VsockUDS string
 }
 
 // linuxSnapshotHook is the /snapshot hook of a Linux VM (booted with

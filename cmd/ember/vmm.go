@@ -66,7 +66,11 @@ func runVMM(ctx context.Context, args []string) error {
 			return err
 		}
 		defer cleanup()
-		inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{Snapshot: h.Snapshot, Restore: h.Restore})
+		ai := &agentIdentity{uds: h.VsockUDS}
+		inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
+			Snapshot: h.Snapshot, Restore: h.Restore,
+			ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume,
+		})
 	} else if *bootCfg != "" {
 		if *program != "" || *image != "" {
 			return errors.New("--config boots Linux; do not combine it with --testguest or --image")

@@ -26,6 +26,10 @@ type Hooks struct {
 	Snapshot func(ctx context.Context, req api.SnapshotRequest) error
 	// Restore describes how memory was restored (optional).
 	Restore func() *api.RestoreStats
+	// AfterResume runs after each successful Resume, for work that needs
+	// the guest running (optional): a Linux VM's pending identity goes to
+	// its agent here.
+	AfterResume func(ctx context.Context) error
 }
 
 // Instance is a Machine driven through the API. It implements
@@ -149,6 +153,9 @@ func (in *Instance) Resume(ctx context.Context) error {
 		return err
 	}
 	in.ran, in.paused = true, false
+	if in.hooks.AfterResume != nil {
+		return in.hooks.AfterResume(ctx)
+	}
 	return nil
 }
 

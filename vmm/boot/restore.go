@@ -80,6 +80,15 @@ type Restored struct {
 // (prefetch backend), or with RestoreOptions.PrefetchBeforeStart installs
 // it first.
 func (r *Restored) Start(ctx context.Context) error {
+	// The guest's clock resumes where the snapshot left it, however long
+	// the restored VM waited paused (in a warm pool, say): kvmclock runs
+	// while no vCPU does, and a guest that wakes to a jump spends its first
+	// moments on expired timers. The agent steps wall time to the present.
+	if st := r.Source.State.Machine; st != nil {
+		if err := r.KVM().SetClock(kvm.ClockData{Clock: st.VM.Clock.Clock}); err != nil {
+			return fmt.Errorf("boot: restore the guest clock: %w", err)
+		}
+	}
 	if r.prefetchFirst {
 		r.Memory.StartPrefetch()
 		if _, err := r.Memory.WaitPrefetch(ctx); err != nil {
