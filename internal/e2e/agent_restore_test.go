@@ -23,35 +23,7 @@ func TestNativeAgentSnapshotRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	uds := filepath.Join(dir, "vsock.sock")
-	v := startVM(t, ctx, boot.Config{
-		Initrd:  agentInitrd,
-		Drives:  []boot.Drive{{Path: rootfsImage, ReadOnly: true, ID: "rootfs"}},
-		Vsock:   &boot.Vsock{GuestCID: 3, UDS: uds},
-		Cmdline: "quiet",
-	})
-	c, err := client.Dial(ctx, uds, api.DefaultVsockPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Ping(ctx, &api.PingRequest{}); err != nil {
-		t.Fatalf("ping before snapshot: %v", err)
-	}
-	c.Close()
-
-	// Snapshot with the agent idle, then end the original VM.
-	snapDir := filepath.Join(dir, "snap")
-	if err := v.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Now()
-	if _, _, err := v.Snapshot(ctx, snapDir, boot.SnapshotOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("snapshot written in %v", time.Since(t0).Round(time.Millisecond))
-	if err := v.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
+	snapDir := snapshotIdleAgent(t, ctx, dir)
 
 	sys, err := kvm.Open()
 	if err != nil {
@@ -120,4 +92,37 @@ func TestNativeAgentSnapshotRestore(t *testing.T) {
 	if _, err := r.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// snapshotIdleAgent boots a VM with the agent as /init and the busybox
+// rootfs on a read-only disk, waits until the agent answers, snapshots the
+// VM with the agent idle into dir/snap and stops it. It returns the
+// snapshot directory.
+func snapshotIdleAgent(t *testing.T, ctx context.Context, dir string) string {
+	t.Helper()
+	uds := filepath.Join(dir, "vsock.sock")
+	v := startVM(t, ctx, boot.Config{
+		Initrd:  agentInitrd,
+		Drives:  []boot.Drive{{Path: rootfsImage, ReadOnly: true, ID: "rootfs"}},
+		Vsock:   &boot.Vsock{GuestCID: 3, UDS: uds},
+		Cmdline: "quiet",
+	})
+	c, err := client.Dial(ctx, uds, api.DefaultVsockPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	snapDir := filepath.Join(dir, "snap")
+	if err := v.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, _, err := v.Snapshot(ctx, snapDir, boot.SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("snapshot written in %v", time.Since(t0).Round(time.Millisecond))
+	if err := v.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return snapDir
 }

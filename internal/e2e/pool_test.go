@@ -13,7 +13,6 @@ import (
 	"github.com/embervm/ember/internal/lab/labtest"
 	"github.com/embervm/ember/pool"
 	vmmapi "github.com/embervm/ember/vmm/api"
-	"github.com/embervm/ember/vmm/boot"
 )
 
 // TestNativePoolOfLinuxVMs keeps restored Linux VMs (agent idle in the
@@ -25,26 +24,7 @@ func TestNativePoolOfLinuxVMs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	uds := filepath.Join(dir, "vsock.sock")
-	v := startVM(t, ctx, boot.Config{
-		Initrd:  agentInitrd,
-		Drives:  []boot.Drive{{Path: rootfsImage, ReadOnly: true, ID: "rootfs"}},
-		Vsock:   &boot.Vsock{GuestCID: 3, UDS: uds},
-		Cmdline: "quiet",
-	})
-	c, err := client.Dial(ctx, uds, api.DefaultVsockPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	snapDir := filepath.Join(dir, "snap")
-	if err := v.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := v.Snapshot(ctx, snapDir, boot.SnapshotOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	v.Stop(ctx)
+	snapDir := snapshotIdleAgent(t, ctx, dir)
 
 	ember := lab.GuestEmber
 	if !labtest.InLab() {

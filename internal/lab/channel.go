@@ -19,8 +19,9 @@ type report struct {
 	guestBoot time.Duration // L1 uptime at start
 	exited    bool
 	code      int
-	fail      string // agent could not start the command
-	err       error  // channel broken mid-frame or output writer failed
+	fail      string    // agent could not start the command
+	err       error     // channel broken mid-frame or output writer failed
+	last      time.Time // when the last frame arrived
 }
 
 // snapshot returns a copy safe to read without the lock.
@@ -28,7 +29,7 @@ func (r *report) snapshot() report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return report{hello: r.hello, started: r.started, guestBoot: r.guestBoot,
-		exited: r.exited, code: r.code, fail: r.fail, err: r.err}
+		exited: r.exited, code: r.code, fail: r.fail, err: r.err, last: r.last}
 }
 
 // readChannel reads the agent's frames from conn until the final (Exit or
@@ -46,7 +47,11 @@ func readChannel(conn io.ReadWriter, stdout, stderr io.Writer, r *report, finish
 			}
 			return
 		}
+		r.mu.Lock()
+		r.last = time.Now()
+		r.mu.Unlock()
 		switch typ {
+		case labproto.Heartbeat:
 		case labproto.Stdout, labproto.Stderr:
 			w := stdout
 			if typ == labproto.Stderr {

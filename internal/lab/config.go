@@ -62,6 +62,10 @@ type Config struct {
 
 	// Timeout bounds the whole run, boot included; default DefaultTimeout.
 	Timeout time.Duration
+	// FreezeTimeout: once the command runs, L1 silent this long (no
+	// output, no heartbeat) counts as frozen (ErrFrozen); default
+	// DefaultFreezeTimeout.
+	FreezeTimeout time.Duration
 	// MemoryMiB is L1's memory; default DefaultMemoryMiB.
 	MemoryMiB int
 	// CPUs is L1's vCPU count; default DefaultCPUs. More than one uses
@@ -130,6 +134,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Dir == "" {
 		c.Dir = "/"
+	}
+	if c.FreezeTimeout <= 0 {
+		c.FreezeTimeout = DefaultFreezeTimeout
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout

@@ -1,6 +1,9 @@
 package lab
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // Sentinel errors; Run and PrepareKernel wrap them with details.
 var (
@@ -27,6 +30,14 @@ var (
 	// ErrLost means L1 stopped while the command ran, without reporting
 	// its exit status.
 	ErrLost = errors.New("lab: L1 stopped before the command finished")
+	// ErrFrozen means L1 stopped answering while the command ran (no
+	// frame, not even a heartbeat, for FreezeTimeout): the emulator froze,
+	// not the command. L1 was killed; the run may be repeated.
+	ErrFrozen = errors.New("lab: L1 froze")
 	// ErrTimeout means the run exceeded Config.Timeout; L1 was killed.
 	ErrTimeout = errors.New("lab: timed out")
 )
+
+// DefaultFreezeTimeout is how long L1 may stay silent (no output, no
+// heartbeat) while the command runs before the run is declared frozen.
+const DefaultFreezeTimeout = 60 * time.Second

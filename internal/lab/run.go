@@ -98,9 +98,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}()
 
 	var waitErr error
-	stopped := false
+	stopped, frozen := false, false
+	beat := time.NewTicker(labproto.HeartbeatInterval)
+	defer beat.Stop()
 	for !stopped {
 		select {
+		case <-beat.C:
+			// Once the command runs the agent sends a frame at least every
+			// HeartbeatInterval; silence for cfg.FreezeTimeout means L1 as a
+			// whole stopped (seen with QEMU's emulated nested SVM).
+			if r := rep.snapshot(); !frozen && !r.started.IsZero() && !r.exited && time.Since(r.last) > cfg.FreezeTimeout {
+				frozen = true
+				m.kill()
+			}
 		case waitErr = <-m.done:
 			stopped = true
 		case <-finished:
@@ -130,6 +140,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	switch {
 	case r.exited && r.err == nil:
 		return res, nil
+	case frozen:
+		return res, fmt.Errorf("%w: no word from L1 for %v, %v after the command started; QEMU killed%s",
+			ErrFrozen, cfg.FreezeTimeout, r.last.Sub(r.started).Round(time.Millisecond), consoleNote(res.Console))
 	case r.fail != "":
 		return res, fmt.Errorf("%w: %s", ErrStart, r.fail)
 	case context.Cause(ctx) == errRunTimeout:

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -317,4 +318,71 @@ func TestRunDynamicBinary(t *testing.T) {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", res.ExitCode, &stdout, &stderr)
 	}
 	checkNoQEMU(t, m)
+}
+
+// TestRunFrozenL1 stops QEMU (SIGSTOP) while the command runs, as a frozen
+// emulator would be, and expects ErrFrozen soon after FreezeTimeout, with
+// QEMU gone.
+func TestRunFrozenL1(t *testing.T) {
+	t.Parallel()
+	cfg, m := config(t, "sh", "-c", "echo started; sleep 1000")
+	cfg.FreezeTimeout = 6 * time.Second
+	started := make(chan struct{})
+	cfg.Stdout = writerFunc(func(p []byte) (int, error) {
+		if bytes.Contains(p, []byte("started")) {
+			select {
+			case <-started:
+			default:
+				close(started)
+			}
+		}
+		return len(p), nil
+	})
+	errc := make(chan error, 1)
+	go func() { _, err := lab.Run(context.Background(), cfg); errc <- err }()
+	select {
+	case <-started:
+	case err := <-errc:
+		t.Fatalf("run ended before the command started: %v", err)
+	case <-time.After(90 * time.Second):
+		t.Fatal("command did not start")
+	}
+	pid := qemuPID(t, m)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, lab.ErrFrozen) {
+			t.Fatalf("got %v, want ErrFrozen", err)
+		}
+		if el := time.Since(t0); el > cfg.FreezeTimeout+10*time.Second {
+			t.Errorf("froze detected %v after the stop (FreezeTimeout %v)", el, cfg.FreezeTimeout)
+		}
+	case <-time.After(time.Minute):
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatal("a frozen L1 was not detected")
+	}
+	checkNoQEMU(t, m)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// qemuPID finds the QEMU process carrying marker.
+func qemuPID(t *testing.T, marker string) int {
+	t.Helper()
+	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(b, []byte(marker)) && bytes.Contains(b, []byte("qemu")) {
+			var pid int
+			fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid)
+			return pid
+		}
+	}
+	t.Fatal("no QEMU process with the marker")
+	return 0
 }

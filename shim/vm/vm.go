@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +21,8 @@ import (
 	"time"
 
 	"github.com/containerd/log"
-	"github.com/containerd/ttrpc"
 	"github.com/embervm/ember/guest/api"
+	"github.com/embervm/ember/guest/client"
 	"github.com/embervm/ember/shim/config"
 	"github.com/embervm/ember/shim/rootfs"
 	vmmapi "github.com/embervm/ember/vmm/api"
@@ -90,7 +91,7 @@ type VM struct {
 	cmd    *exec.Cmd
 	pid    int
 	api    *vmmapi.Client
-	rpc    *ttrpc.Client
+	rpc    io.Closer
 	agent  Agent
 	drives int
 
@@ -294,12 +295,27 @@ func (v *VM) connect(ctx context.Context) error {
 	t := time.Now()
 	actx, cancel := context.WithTimeout(ctx, time.Duration(v.cfg.AgentTimeout))
 	defer cancel()
-	rpc, err := dialAgent(actx, filepath.Join(v.Dir, vsockSocket), v.done)
+	// Stop dialing if the VMM exits first.
+	dctx, stop := context.WithCancel(actx)
+	defer stop()
+	go func() {
+		select {
+		case <-v.done:
+			stop()
+		case <-dctx.Done():
+		}
+	}()
+	c, err := client.Dial(dctx, filepath.Join(v.Dir, vsockSocket), api.DefaultVsockPort)
 	if err != nil {
+		select {
+		case <-v.done:
+			err = fmt.Errorf("VMM exited before the agent answered: %w", err)
+		default:
+		}
 		return fmt.Errorf("vm: %w%s", err, v.tail())
 	}
-	v.rpc = rpc
-	v.agent = api.NewAgentClient(rpc)
+	v.rpc = c
+	v.agent = c
 	v.Steps = append(v.Steps, Step{Name: "agent.connect", Duration: time.Since(t)})
 	t = time.Now()
 	if _, err := v.agent.Ready(actx, &api.ReadyRequest{VmId: v.ID}); err != nil {

@@ -125,7 +125,21 @@ func runCommand(ctx context.Context, spec *labproto.Spec, fw *labproto.FrameWrit
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start %q: %w", spec.Args[0], err)
 	}
+	stopBeats := make(chan struct{})
+	go func() {
+		t := time.NewTicker(labproto.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				fw.WriteFrame(labproto.Heartbeat, nil)
+			case <-stopBeats:
+				return
+			}
+		}
+	}()
 	err = cmd.Wait()
+	close(stopBeats)
 	st := cmd.ProcessState
 	if st == nil {
 		return 0, fmt.Errorf("wait %q: %w", spec.Args[0], err)

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // PortName is the name of the virtio-serial port the agent writes frames to
@@ -44,7 +45,14 @@ const (
 	Exit byte = 'X'
 	// Fail: the agent could not run the command. Payload: the reason.
 	Fail byte = 'F'
+	// Heartbeat: sent every HeartbeatInterval while the command runs, so
+	// the host can tell a frozen L1 (no frames at all) from a quiet
+	// command. No payload.
+	Heartbeat byte = 'B'
 )
+
+// HeartbeatInterval is how often the agent sends Heartbeat frames.
+const HeartbeatInterval = 2 * time.Second
 
 // Ack is the byte the host writes to the port after it read the Exit or
 // Fail frame.

@@ -169,6 +169,12 @@ func runInLab(ctx context.Context, natives []string, timeout time.Duration, o *o
 	}
 	fmt.Fprintf(out, "labtest: running %d native-KVM test(s) in the nested lab: %s\n", len(natives), strings.Join(natives, " "))
 	res, err := lab.Run(ctx, cfg)
+	if errors.Is(err, lab.ErrFrozen) && ctx.Err() == nil {
+		// The emulator froze under L1 (not the tests: they ran inside it).
+		// Say so, and run the native tests once more in a fresh L1.
+		fmt.Fprintf(out, "labtest: %v\nlabtest: L1 froze; running the native tests again in a fresh L1 (once)\n", err)
+		res, err = lab.Run(ctx, cfg)
+	}
 	if err != nil {
 		return fail(err)
 	}
