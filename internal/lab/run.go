@@ -54,6 +54,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	spec := &labproto.Spec{
 		Args: cfg.Args, Env: guestEnv(cfg.Env), Dir: cfg.Dir,
 		Modules: img.guestModules, HostTime: time.Now().UnixNano(),
+		Heartbeat: cfg.FreezeTimeout / 5,
 	}
 	initrd, err := buildInitrd(img.Base, &cfg, spec)
 	if err != nil {
@@ -99,13 +100,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	var waitErr error
 	stopped, frozen := false, false
-	beat := time.NewTicker(labproto.HeartbeatInterval)
+	beat := time.NewTicker(time.Second)
 	defer beat.Stop()
 	for !stopped {
 		select {
 		case <-beat.C:
 			// Once the command runs the agent sends a frame at least every
-			// HeartbeatInterval; silence for cfg.FreezeTimeout means L1 as a
+			// FreezeTimeout/5; silence for cfg.FreezeTimeout means L1 as a
 			// whole stopped (seen with QEMU's emulated nested SVM).
 			if r := rep.snapshot(); !frozen && !r.started.IsZero() && !r.exited && time.Since(r.last) > cfg.FreezeTimeout {
 				frozen = true

@@ -127,7 +127,10 @@ func runCommand(ctx context.Context, spec *labproto.Spec, fw *labproto.FrameWrit
 	}
 	stopBeats := make(chan struct{})
 	go func() {
-		t := time.NewTicker(labproto.HeartbeatInterval)
+		if spec.Heartbeat <= 0 {
+			return
+		}
+		t := time.NewTicker(spec.Heartbeat)
 		defer t.Stop()
 		for {
 			select {

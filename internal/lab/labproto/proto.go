@@ -45,14 +45,11 @@ const (
 	Exit byte = 'X'
 	// Fail: the agent could not run the command. Payload: the reason.
 	Fail byte = 'F'
-	// Heartbeat: sent every HeartbeatInterval while the command runs, so
-	// the host can tell a frozen L1 (no frames at all) from a quiet
-	// command. No payload.
+	// Heartbeat: sent every Spec.Heartbeat while the command runs, so the
+	// host can tell a frozen L1 (no frames at all) from a quiet command.
+	// No payload.
 	Heartbeat byte = 'B'
 )
-
-// HeartbeatInterval is how often the agent sends Heartbeat frames.
-const HeartbeatInterval = 2 * time.Second
 
 // Ack is the byte the host writes to the port after it read the Exit or
 // Fail frame.
@@ -79,6 +76,11 @@ type Spec struct {
 	// HostTime is the host's wall clock (Unix nanoseconds) when the run
 	// was prepared; L1 has no RTC, so the agent sets its clock from it.
 	HostTime int64 `json:"host_time"`
+	// Heartbeat is how often the agent sends a Heartbeat frame while the
+	// command runs (0: never). Keep it rare: frequent traffic on the port
+	// while an L2 guest runs makes QEMU's emulated nested SVM freeze L1
+	// more often (2 s froze 2 runs of 2; none without).
+	Heartbeat time.Duration `json:"heartbeat"`
 }
 
 // FrameWriter writes frames to an io.Writer; it is safe for concurrent use,
