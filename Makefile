@@ -5,7 +5,9 @@ BIN := bin
 export CGO_ENABLED := 0
 # Test binaries are static (CGO_ENABLED=0) so that the nested lab can run
 # them inside its L1 VM.
-TESTFLAGS ?= -count=1 -timeout 45m
+# -p 1: one package at a time, so at most one nested-lab QEMU runs (two
+# TCG QEMUs on two cores made L1 freezes more likely; docs/testing.md).
+TESTFLAGS ?= -count=1 -timeout 45m -p 1
 # Packages also run under the race detector (it needs cgo). Those that boot
 # the nested lab or re-exec themselves are left out: the race runtime is not
 # static.
@@ -39,7 +41,7 @@ vet:
 test: setup kernel vet
 	@mkdir -p out
 	set -o pipefail; $(GO) test -v $(TESTFLAGS) ./... 2>&1 | tee out/test.log | \
-		grep -E '^(ok|FAIL|panic:|--- (PASS|FAIL|SKIP)|labtest: nested lab)|^\s+--- (FAIL|SKIP)'
+		grep --line-buffered -E '^(ok|FAIL|panic:|--- (PASS|FAIL|SKIP)|labtest: nested lab)|^\s+--- (FAIL|SKIP)'
 	@echo "tests: $$(grep -cE '^\s*--- PASS' out/test.log) passed, $$(grep -cE '^\s*--- FAIL' out/test.log) failed, $$(grep -cE '^\s*--- SKIP' out/test.log) skipped"
 	$(MAKE) test-race
 
