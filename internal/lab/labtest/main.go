@@ -20,6 +20,10 @@ import (
 	"github.com/embervm/ember/internal/lab"
 )
 
+// frozenReruns bounds how often a package's native tests are run again
+// after L1 froze (lab.ErrFrozen).
+const frozenReruns = 2
+
 // NativePrefix starts the names of tests that need native KVM.
 const NativePrefix = "TestNative"
 
@@ -169,10 +173,11 @@ func runInLab(ctx context.Context, natives []string, timeout time.Duration, o *o
 	}
 	fmt.Fprintf(out, "labtest: running %d native-KVM test(s) in the nested lab: %s\n", len(natives), strings.Join(natives, " "))
 	res, err := lab.Run(ctx, cfg)
-	if errors.Is(err, lab.ErrFrozen) && ctx.Err() == nil {
-		// The emulator froze under L1 (not the tests: they ran inside it).
-		// Say so, and run the native tests once more in a fresh L1.
-		fmt.Fprintf(out, "labtest: %v\nlabtest: L1 froze; running the native tests again in a fresh L1 (once)\n", err)
+	// The emulator can freeze under L1 (not the tests: they ran inside it).
+	// Say so, and run the native tests again in a fresh L1, at most
+	// frozenReruns times.
+	for i := 0; i < frozenReruns && errors.Is(err, lab.ErrFrozen) && ctx.Err() == nil; i++ {
+		fmt.Fprintf(out, "labtest: %v\nlabtest: L1 froze; running the native tests again in a fresh L1 (%d of %d)\n", err, i+1, frozenReruns)
 		res, err = lab.Run(ctx, cfg)
 	}
 	if err != nil {
