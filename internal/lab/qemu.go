@@ -32,7 +32,10 @@ func kernelCmdline(extra []string) string {
 		// pending while an L2 guest runs without exits, freezing L1 (seen
 		// as whole-lab hangs under load); without vGIF, KVM intercepts
 		// interrupt windows itself.
-		"kvm_amd.vgif=0"}
+		"kvm_amd.vgif=0",
+		// Likewise the other optional SVM extensions QEMU emulates:
+		// virtual VMLOAD/VMSAVE and LBR virtualization.
+		"kvm_amd.vls=0", "kvm_amd.lbrv=0"}
 	if khz := tscKHz(); khz > 0 {
 		args = append(args, "tsc_early_khz="+strconv.FormatUint(khz, 10), "tsc=reliable")
 	}
