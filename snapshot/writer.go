@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/embervm/ember/vmm"
-	"github.com/embervm/ember/vmm/kvm"
 	"github.com/embervm/ember/vmm/memory"
 )
 
@@ -80,9 +79,6 @@ func Save(ctx context.Context, m *vmm.Machine, dir string, opts SaveOptions) (*S
 		dirty = nil // no dirty log: nothing to reset
 	default:
 		return nil, nil, fmt.Errorf("snapshot: reading dirty log: %w", err)
-	}
-	for i := range ms.CPUs {
-		ms.CPUs[i].CPUID = dropEmptyCPUID(ms.CPUs[i].CPUID)
 	}
 	cpu := cpuInfoFrom(ms.CPUs[0].CPUID)
 	st := &State{
@@ -154,22 +150,6 @@ func Save(ctx context.Context, m *vmm.Machine, dir string, opts SaveOptions) (*S
 	log.Info("snapshot saved", "dir", dir, "id", st.ID, "kind", st.Kind,
 		"pages_written", stats.PagesWritten, "zero_pages_skipped", stats.PagesSkipped, "elapsed", stats.Elapsed)
 	return st, stats, nil
-}
-
-// dropEmptyCPUID removes all-zero CPUID entries. The nested lab's L1
-// kernel (Debian 6.1, kvm-amd) answers KVM_GET_CPUID2 without updating
-// nent, so the whole zeroed buffer (1024 entries) comes back; restoring
-// that fails with E2BIG (more than KVM_MAX_CPUID_ENTRIES), and its zero
-// leaf-0 entries hide the CPU vendor. No real entry is all zero: leaf 0
-// reports at least one further leaf in EAX.
-func dropEmptyCPUID(es []kvm.CPUIDEntry) []kvm.CPUIDEntry {
-	out := es[:0:0]
-	for _, e := range es {
-		if e.Function|e.Index|e.Flags|e.EAX|e.EBX|e.ECX|e.EDX != 0 {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // writeState encodes st and replaces dir's state file with it.

@@ -212,8 +212,16 @@ func (c *VCPU) GetCPUID2() ([]CPUIDEntry, error) {
 	if _, err := ioctlPtr(c.fd(), ioctlGetCPUID2, unsafe.Pointer(&buf)); err != nil {
 		return nil, wrap("KVM_GET_CPUID2", err)
 	}
-	out := make([]CPUIDEntry, buf.Nent)
-	copy(out, buf.Entries[:buf.Nent])
+	// Some KVMs (Debian 6.1's kvm-amd, in the nested lab) answer without
+	// updating nent, returning the whole zeroed buffer. No real entry is all
+	// zero (leaf 0 names at least one further leaf), so drop those: setting
+	// them back would fail with E2BIG and hide the CPU vendor.
+	out := make([]CPUIDEntry, 0, buf.Nent)
+	for _, e := range buf.Entries[:min(buf.Nent, maxEntries)] {
+		if e.Function|e.Index|e.Flags|e.EAX|e.EBX|e.ECX|e.EDX != 0 {
+			out = append(out, e)
+		}
+	}
 	return out, nil
 }
 
