@@ -22,6 +22,7 @@ type report struct {
 	fail      string    // agent could not start the command
 	err       error     // channel broken mid-frame or output writer failed
 	last      time.Time // when the last frame arrived
+	text      uint64    // L1's kernel _text address, if reported
 }
 
 // snapshot returns a copy safe to read without the lock.
@@ -29,7 +30,7 @@ func (r *report) snapshot() report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return report{hello: r.hello, started: r.started, guestBoot: r.guestBoot,
-		exited: r.exited, code: r.code, fail: r.fail, err: r.err, last: r.last}
+		exited: r.exited, code: r.code, fail: r.fail, err: r.err, last: r.last, text: r.text}
 }
 
 // readChannel reads the agent's frames from conn until the final (Exit or
@@ -66,6 +67,11 @@ func readChannel(conn io.ReadWriter, stdout, stderr io.Writer, r *report, finish
 		case labproto.Hello:
 			r.mu.Lock()
 			r.hello = time.Now()
+			r.mu.Unlock()
+		case labproto.KernelText:
+			text, _ := strconv.ParseUint(string(payload), 16, 64)
+			r.mu.Lock()
+			r.text = text
 			r.mu.Unlock()
 		case labproto.Start:
 			ns, _ := strconv.ParseInt(string(payload), 10, 64)

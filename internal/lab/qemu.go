@@ -20,6 +20,7 @@ import (
 const (
 	initrdFD  = 3
 	channelFD = 4
+	// monitorFD (monitor.go) = 5
 )
 
 // kernelCmdline is L1's kernel command line (see tscKHz for
@@ -65,6 +66,8 @@ func qemuArgs(cfg *Config, kernelImage string) []string {
 		"-chardev", "socket,id=lab,fd=" + strconv.Itoa(channelFD),
 		"-device", "virtio-serial-device,max_ports=2",
 		"-device", "virtserialport,chardev=lab,name=" + labproto.PortName,
+		"-chardev", "socket,id=mon,fd=" + strconv.Itoa(monitorFD),
+		"-mon", "chardev=mon,mode=readline",
 	}
 }
 
@@ -72,6 +75,7 @@ func qemuArgs(cfg *Config, kernelImage string) []string {
 type machine struct {
 	cmd  *exec.Cmd
 	conn *os.File   // host end of the agent's channel
+	mon  *os.File   // host end of QEMU's human monitor
 	done chan error // receives cmd.Wait's result once
 	errb *tail      // QEMU's own stderr
 }
@@ -81,24 +85,23 @@ type machine struct {
 // thread that started it dies (PR_SET_PDEATHSIG); that thread is locked
 // until QEMU is reaped so that the Go runtime cannot retire it early.
 func startMachine(qemu string, args []string, initrd *os.File, console io.Writer) (*machine, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	host, guest, err := socketPair("lab-channel")
 	if err != nil {
-		return nil, fmt.Errorf("lab: socketpair: %w", err)
+		return nil, err
 	}
-	if err := unix.SetNonblock(fds[0], true); err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-		return nil, fmt.Errorf("lab: socketpair: %w", err)
-	}
-	host := os.NewFile(uintptr(fds[0]), "lab-channel")
-	guest := os.NewFile(uintptr(fds[1]), "lab-channel-qemu")
 	defer guest.Close()
+	mon, qmon, err := socketPair("lab-monitor")
+	if err != nil {
+		host.Close()
+		return nil, err
+	}
+	defer qmon.Close()
 
-	m := &machine{conn: host, done: make(chan error, 1), errb: newTail(4 << 10)}
+	m := &machine{conn: host, mon: mon, done: make(chan error, 1), errb: newTail(4 << 10)}
 	m.cmd = exec.Command(qemu, args...)
 	m.cmd.Stdout = console
 	m.cmd.Stderr = m.errb
-	m.cmd.ExtraFiles = []*os.File{initrd, guest}
+	m.cmd.ExtraFiles = []*os.File{initrd, guest, qmon}
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
 	started := make(chan error, 1)
@@ -114,12 +117,28 @@ func startMachine(qemu string, args []string, initrd *os.File, console io.Writer
 	}()
 	if err := <-started; err != nil {
 		host.Close()
+		mon.Close()
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %w", ErrQEMUMissing, err)
 		}
 		return nil, fmt.Errorf("lab: start qemu: %w", err)
 	}
 	return m, nil
+}
+
+// socketPair returns a connected stream pair: the host end (non-blocking,
+// so that deadlines work) and the end QEMU inherits.
+func socketPair(name string) (host, child *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lab: socketpair: %w", err)
+	}
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("lab: socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), name), os.NewFile(uintptr(fds[1]), name+"-qemu"), nil
 }
 
 // kill ends QEMU's process group; Wait's result still arrives on done.

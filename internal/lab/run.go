@@ -88,6 +88,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	defer m.conn.Close()
+	defer m.mon.Close()
 	slog.Debug("lab: L1 started", "pid", m.cmd.Process.Pid, "prepare", tStart.Sub(t0))
 
 	var rep report
@@ -100,6 +101,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	var waitErr error
 	stopped, frozen := false, false
+	var frozenCPU string // L1's registers when it froze or timed out
 	beat := time.NewTicker(time.Second)
 	defer beat.Stop()
 	for !stopped {
@@ -110,6 +112,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			// whole stopped (seen with QEMU's emulated nested SVM).
 			if r := rep.snapshot(); !frozen && !r.started.IsZero() && !r.exited && time.Since(r.last) > cfg.FreezeTimeout {
 				frozen = true
+				frozenCPU = annotateRIP(cpuState(m.mon), rep.snapshot().text)
 				m.kill()
 			}
 		case waitErr = <-m.done:
@@ -120,6 +123,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			finished = nil
 			m.kill()
 		case <-ctx.Done():
+			if context.Cause(ctx) == errRunTimeout {
+				frozenCPU = annotateRIP(cpuState(m.mon), rep.snapshot().text)
+			}
 			m.kill()
 			waitErr = <-m.done
 			stopped = true
@@ -142,8 +148,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	case r.exited && r.err == nil:
 		return res, nil
 	case frozen:
-		return res, fmt.Errorf("%w: no word from L1 for %v, %v after the command started; QEMU killed%s",
-			ErrFrozen, cfg.FreezeTimeout, r.last.Sub(r.started).Round(time.Millisecond), consoleNote(res.Console))
+		return res, fmt.Errorf("%w: no word from L1 for %v, %v after the command started; QEMU killed%s%s",
+			ErrFrozen, cfg.FreezeTimeout, r.last.Sub(r.started).Round(time.Millisecond), cpuNote(frozenCPU), consoleNote(res.Console))
 	case r.fail != "":
 		return res, fmt.Errorf("%w: %s", ErrStart, r.fail)
 	case context.Cause(ctx) == errRunTimeout:
@@ -151,7 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if !r.started.IsZero() {
 			phase = fmt.Sprintf("%v after the command started", time.Since(r.started).Round(time.Millisecond))
 		}
-		return res, fmt.Errorf("%w after %v (%s); QEMU killed%s", ErrTimeout, cfg.Timeout, phase, consoleNote(res.Console))
+		return res, fmt.Errorf("%w after %v (%s); QEMU killed%s%s", ErrTimeout, cfg.Timeout, phase, cpuNote(frozenCPU), consoleNote(res.Console))
 	case ctx.Err() != nil:
 		return res, fmt.Errorf("lab: %w; QEMU killed", ctx.Err())
 	case r.err != nil:
@@ -161,6 +167,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	default:
 		return res, fmt.Errorf("%w (QEMU: %v)%s%s", ErrLost, waitErr, qemuNote(m.errb.String()), consoleNote(res.Console))
 	}
+}
+
+func cpuNote(regs string) string {
+	if strings.TrimSpace(regs) == "" {
+		return ""
+	}
+	return "\n--- L1 vCPU state (QEMU monitor) ---\n" + regs + "\n--- end of L1 vCPU state ---"
 }
 
 func consoleNote(c string) string {

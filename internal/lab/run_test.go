@@ -209,6 +209,10 @@ func TestRunTimeoutKillsL1(t *testing.T) {
 	if !strings.Contains(err.Error(), "tail of L1 console") || !strings.Contains(err.Error(), "Linux") {
 		t.Errorf("error lacks the console tail: %v", err)
 	}
+	// The monitor dump says where L1's vCPU was: idle, so halted.
+	if !strings.Contains(err.Error(), "L1 vCPU state") || !strings.Contains(err.Error(), "RIP=") || !strings.Contains(err.Error(), "HLT=") || !strings.Contains(err.Error(), "(_text+0x") {
+		t.Errorf("error lacks L1's registers: %v", err)
+	}
 	checkNoQEMU(t, m)
 }
 

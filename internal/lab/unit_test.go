@@ -117,3 +117,36 @@ func TestSharedLibrariesOfNonELF(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+// TestAnnotateRIP marks the RIPs in L1's kernel text with their offset.
+func TestAnnotateRIP(t *testing.T) {
+	regs := "RIP=ffffffff8d417a0b RFL=00000246 CPL=0 HLT=1\nRIP=0000000000401000 CPL=3"
+	tests := []struct {
+		name string
+		text uint64
+		want string
+	}{
+		{"kernel", 0xffffffff8d400000, "RIP=ffffffff8d417a0b (_text+0x17a0b) RFL=00000246 CPL=0 HLT=1\nRIP=0000000000401000 CPL=3"},
+		{"no text reported", 0, regs},
+		{"beyond the kernel", 0xffffffff80000000, regs},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := annotateRIP(regs, tc.text); got != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestCleanMonitor keeps the register lines of an "info registers" answer.
+func TestCleanMonitor(t *testing.T) {
+	in := "QEMU 7.2.0 monitor - type 'help' for more information\r\n(qemu) info registers\r\n" +
+		"CPU#0\r\nRAX=0000000000000001 RBX=0\r\nRIP=ffffffff81017a0b RFL=00000246 HLT=1\r\n" +
+		"ES =0000 0000000000000000\r\nCS =0010 0000000000000000\r\nCR0=80050033 CR3=0\r\n" +
+		"EFER=0000000000000d01\r\nYMM00=0 0 0 0\r\n(qemu) "
+	want := "CPU#0\nRAX=0000000000000001 RBX=0\nRIP=ffffffff81017a0b RFL=00000246 HLT=1\nCS =0010 0000000000000000\nCR0=80050033 CR3=0\nEFER=0000000000000d01"
+	if got := cleanMonitor(in); got != want {
+		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+}

@@ -6,6 +6,7 @@
 package labguest
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,11 @@ func Main(ctx context.Context) error {
 	fw := labproto.NewFrameWriter(port)
 	if err := fw.WriteFrame(labproto.Hello, bootTime()); err != nil {
 		return err
+	}
+	if text := kernelText(); text != "" {
+		if err := fw.WriteFrame(labproto.KernelText, []byte(text)); err != nil {
+			return err
+		}
 	}
 	slog.Info("lab agent: running command", "args", spec.Args)
 	code, runErr := runCommand(ctx, spec, fw)
@@ -199,4 +205,25 @@ func waitAck(port *os.File, d time.Duration) {
 	case <-time.After(d):
 		slog.Warn("lab agent: no acknowledgement from the host", "waited", d)
 	}
+}
+
+// kernelText returns the running kernel's _text address from
+// /proc/kallsyms (hex, as printed there), or "" if it is hidden.
+func kernelText() string {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) >= 3 && fs[2] == "_text" {
+			if strings.Trim(fs[0], "0") == "" {
+				return "" // kptr_restrict hides it
+			}
+			return fs[0]
+		}
+	}
+	return ""
 }

@@ -49,6 +49,10 @@ const (
 	// host can tell a frozen L1 (no frames at all) from a quiet command.
 	// No payload.
 	Heartbeat byte = 'B'
+	// KernelText: sent once after Hello. Payload: the address of L1's
+	// kernel _text (after KASLR), hexadecimal without 0x, so the host can
+	// look up a frozen L1's registers in System.map. Optional.
+	KernelText byte = 'K'
 )
 
 // Ack is the byte the host writes to the port after it read the Exit or
