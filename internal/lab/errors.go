@@ -40,4 +40,4 @@ var (
 
 // DefaultFreezeTimeout is how long L1 may stay silent (no output, no
 // heartbeat) while the command runs before the run is declared frozen.
-const DefaultFreezeTimeout = 150 * time.Second
+const DefaultFreezeTimeout = 90 * time.Second

@@ -1,6 +1,7 @@
 package labtest
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -86,13 +87,41 @@ func TestInnerFailureFailsOuter(t *testing.T) {
 	}
 	wantLines(t, out,
 		"--- PASS: TestHostSide",
-		"running 4 native-KVM test(s) in the nested lab",
+		"running 5 native-KVM test(s) in the nested lab",
 		"--- PASS: TestNativeKVM",
 		"--- PASS: TestNativeTestdata",
 		"--- FAIL: TestNativeDeliberateFailure",
 		labdemo.FailMarker,
 		"labtest: native tests failed in the nested lab",
 	)
+}
+
+// TestFrozenL1IsReplaced: labdemo freezes its first L1 in TestNativeFreeze;
+// labtest must notice (no heartbeat for the freeze timeout), report where
+// L1's vCPU was, and run only the tests without a result in a fresh L1, so
+// that the run passes with every test reported once.
+func TestFrozenL1IsReplaced(t *testing.T) {
+	if native, why := NativeKVM(); native {
+		t.Skipf("host has native KVM (%s); the lab is not used", why)
+	}
+	t.Parallel()
+	out, code := runDemo(t, "5m", labdemo.FreezeEnv+"=1")
+	if code != 0 {
+		t.Errorf("exit status %d; want 0", code)
+	}
+	wantLines(t, out,
+		"running 5 native-KVM test(s) in the nested lab",
+		"lab: L1 froze",
+		"L1 vCPU state",
+		"L1 froze during TestNativeFreeze; running the 4 test(s) without a result in a fresh L1",
+		"running 4 native-KVM test(s) in the nested lab: TestNativeFreeze TestNativeTestdata",
+		"L1 run 2: not freezing again",
+		"--- PASS: TestNativeFreeze",
+		"--- PASS: TestNativeTestdata",
+	)
+	if n := strings.Count(out, "--- PASS: TestNativeKVM"); n != 1 {
+		t.Errorf("TestNativeKVM reported %d times; want once (it passed before the freeze)", n)
+	}
 }
 
 // TestHungInnerTestIsEnded: a native test that hangs is ended by the inner
@@ -171,14 +200,16 @@ func TestInnerFlags(t *testing.T) {
 		set     []string // host flags given on the command line
 		want    []string
 	}{
-		{"plain", []string{"TestNativeA"}, "", nil, []string{"-test.run=^(TestNativeA)$"}},
+		{"plain", []string{"TestNativeA"}, "", nil, []string{"-test.run=^(TestNativeA)$", "-test.v=true"}},
+		{"not verbose", []string{"TestNativeA"}, "", []string{"-test.v=false"}, []string{"-test.run=^(TestNativeA)$", "-test.v=true"}},
+		{"test2json", []string{"TestNativeA"}, "", []string{"-test.v=test2json"}, []string{"-test.run=^(TestNativeA)$", "-test.v=test2json"}},
 		{"subtests and passthrough", []string{"TestNativeA", "TestNativeB"}, "Native/sub", []string{"-test.v=true", "-test.count=2", "-test.coverprofile=c.out"},
 			[]string{"-test.run=^(TestNativeA|TestNativeB)$/sub", "-test.count=2", "-test.v=true"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := flag.NewFlagSet("t", flag.ContinueOnError)
-			fs.Bool("test.v", false, "")
+			fs.String("test.v", "false", "")
 			fs.Int("test.count", 1, "")
 			fs.String("test.coverprofile", "", "")
 			if err := fs.Parse(tc.set); err != nil {
@@ -188,6 +219,34 @@ func TestInnerFlags(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestProgress follows top-level results in -test.v output written in
+// arbitrary pieces.
+func TestProgress(t *testing.T) {
+	out := "=== RUN   TestNativeA\n--- PASS: TestNativeA (0.01s)\n=== RUN   TestNativeB\n=== RUN   TestNativeB/sub\n" +
+		"    --- FAIL: TestNativeB/sub (0.00s)\n--- FAIL: TestNativeB (0.00s)\n\x16=== RUN   TestNativeC\n" +
+		"\x16--- SKIP: TestNativeC (0.00s)\n=== RUN   TestNativeD\n    log: --- PASS: TestNativeE (fake)\n"
+	var sink bytes.Buffer
+	p := newProgress(&sink)
+	for i := 0; i < len(out); i += 7 {
+		if _, err := p.Write([]byte(out[i:min(i+7, len(out))])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sink.String() != out {
+		t.Errorf("output not passed through: %q", sink.String())
+	}
+	all := []string{"TestNativeA", "TestNativeB", "TestNativeC", "TestNativeD", "TestNativeE"}
+	if got, want := p.left(all), []string{"TestNativeD", "TestNativeE"}; !slices.Equal(got, want) {
+		t.Errorf("left = %q, want %q", got, want)
+	}
+	if got := p.failures(); !slices.Equal(got, []string{"TestNativeB"}) {
+		t.Errorf("failures = %q", got)
+	}
+	if got := p.current(); got != "TestNativeD" {
+		t.Errorf("current = %q", got)
 	}
 }
 

@@ -20,9 +20,18 @@ import (
 	"github.com/embervm/ember/internal/lab"
 )
 
-// frozenReruns bounds how often a package's native tests are run again
-// after L1 froze (lab.ErrFrozen).
-const frozenReruns = 2
+// After an L1 freeze (lab.ErrFrozen) the native tests without a result run
+// again in a fresh L1: as often as each L1 finishes at least one more test,
+// up to maxLabRuns L1s in all, and at most frozenStalls times after an L1
+// that finished none (a test that freezes L1 every time).
+const (
+	maxLabRuns   = 8
+	frozenStalls = 2
+)
+
+// AttemptEnv is set in the environment of the tests in L1 to the number of
+// the L1 they run in: 1, then 2 and on after a freeze.
+const AttemptEnv = "EMBER_LAB_ATTEMPT"
 
 // NativePrefix starts the names of tests that need native KVM.
 const NativePrefix = "TestNative"
@@ -101,7 +110,7 @@ func run(m *testing.M, o *options, out io.Writer) int {
 		reportAll(out, natives, "SKIP", ModeEnv+"=off: native-KVM tests not run (this host's KVM cannot run guest kernels)")
 		return code
 	}
-	if err := runInLab(context.Background(), natives, innerTimeout(start), o, out); err != nil {
+	if err := runInLab(context.Background(), natives, start, o, out); err != nil {
 		fmt.Fprintln(out, err)
 		return 1
 	}
@@ -124,16 +133,18 @@ func innerTimeout(start time.Time) time.Duration {
 	return max(timeout-time.Since(start), killSlack)
 }
 
-// runInLab boots L1 once and runs the native tests there with the given
-// test timeout.
-func runInLab(ctx context.Context, natives []string, timeout time.Duration, o *options, out io.Writer) error {
-	fail := func(err error) error {
-		reportAll(out, natives, "FAIL", "cannot run in the nested lab: "+err.Error())
+// runInLab boots L1 and runs the native tests there, each L1 with what is
+// left of the host's test timeout (see innerTimeout; start is when the
+// host test binary started). After an L1 freeze it runs the tests that had
+// no result yet in a fresh L1 (see maxLabRuns).
+func runInLab(ctx context.Context, natives []string, start time.Time, o *options, out io.Writer) error {
+	fail := func(names []string, err error) error {
+		reportAll(out, names, "FAIL", "cannot run in the nested lab: "+err.Error())
 		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return fail(fmt.Errorf("labtest: %w", err))
+		return fail(natives, fmt.Errorf("labtest: %w", err))
 	}
 	if lab.CheckStatic(self) != nil {
 		// A cgo or -race build: lab.Run ships its libraries too.
@@ -141,27 +152,23 @@ func runInLab(ctx context.Context, natives []string, timeout time.Duration, o *o
 	}
 	ember, release, err := Ember(ctx)
 	if err != nil {
-		return fail(err)
+		return fail(natives, err)
 	}
 	defer release()
 	guestBin := path.Join(guestPkgDir, filepath.Base(self))
 	files := append([]lab.File{{HostPath: self, GuestPath: guestBin}}, o.files...)
 	td, err := testdataFiles("testdata", path.Join(guestPkgDir, "testdata"))
 	if err != nil {
-		return fail(err)
+		return fail(natives, err)
 	}
 	files = append(files, td...)
 
-	args := append([]string{guestBin}, innerFlags(natives, flagValue("test.run"), flag.Visit)...)
-	args = append(args, "-test.timeout="+timeout.String())
+	prog := newProgress(out)
 	cfg := lab.Config{
-		Args:       args,
-		Env:        passEnv(os.Environ()),
 		Dir:        guestPkgDir,
 		Files:      files,
 		Ember:      ember,
-		Timeout:    timeout + bootSlack,
-		Stdout:     out,
+		Stdout:     prog,
 		Stderr:     out,
 		ConsoleLog: os.Getenv("EMBER_LAB_CONSOLE"),
 		QEMU:       os.Getenv("EMBER_LAB_QEMU"),
@@ -171,25 +178,54 @@ func runInLab(ctx context.Context, natives []string, timeout time.Duration, o *o
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}
-	fmt.Fprintf(out, "labtest: running %d native-KVM test(s) in the nested lab: %s\n", len(natives), strings.Join(natives, " "))
-	res, err := lab.Run(ctx, cfg)
-	// The emulator can freeze under L1 (not the tests: they ran inside it).
-	// Say so, and run the native tests again in a fresh L1, at most
-	// frozenReruns times.
-	for i := 0; i < frozenReruns && errors.Is(err, lab.ErrFrozen) && ctx.Err() == nil; i++ {
-		fmt.Fprintf(out, "labtest: %v\nlabtest: L1 froze; running the native tests again in a fresh L1 (%d of %d)\n", err, i+1, frozenReruns)
-		res, err = lab.Run(ctx, cfg)
+	left, stalls := natives, 0
+	for attempt := 1; ; attempt++ {
+		timeout := innerTimeout(start)
+		cfg.Args = append([]string{guestBin}, innerFlags(left, flagValue("test.run"), flag.Visit)...)
+		cfg.Args = append(cfg.Args, "-test.timeout="+timeout.String())
+		cfg.Env = append(passEnv(os.Environ()), AttemptEnv+"="+strconv.Itoa(attempt))
+		cfg.Timeout = timeout + bootSlack
+		fmt.Fprintf(out, "labtest: running %d native-KVM test(s) in the nested lab: %s\n", len(left), strings.Join(left, " "))
+		res, err := lab.Run(ctx, cfg)
+		if errors.Is(err, lab.ErrFrozen) && ctx.Err() == nil {
+			// The emulator froze under L1 (not the tests: they ran
+			// inside it). Carry on with the tests that have no result.
+			now := prog.left(left)
+			if len(now) == len(left) {
+				stalls++
+			}
+			switch {
+			case len(now) == 0:
+				// Every test reported before the freeze.
+				res, err = nil, nil
+			case stalls > frozenStalls || attempt >= maxLabRuns:
+				return fail(now, fmt.Errorf("%w\nlabtest: gave up after %d L1 runs", err, attempt))
+			case flagValue("test.failfast") == "true" && len(prog.failures()) > 0:
+				return fail(now, err)
+			default:
+				fmt.Fprintf(out, "labtest: %v\nlabtest: L1 froze during %s; running the %d test(s) without a result in a fresh L1\n",
+					err, prog.current(), len(now))
+				left = now
+				continue
+			}
+		}
+		if err != nil {
+			return fail(prog.left(left), err)
+		}
+		if res != nil {
+			fmt.Fprintf(out, "labtest: nested lab: exit %d, boot %v, total %v\n",
+				res.ExitCode, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
+			if res.ExitCode != 0 {
+				fmt.Fprintf(out, "labtest: tail of L1 console:\n%s\n", lastLines(res.Console, 25))
+				return fmt.Errorf("%w (exit status %d)", errInnerFailed, res.ExitCode)
+			}
+		}
+		if f := prog.failures(); len(f) > 0 {
+			// An L1 that froze later had run these.
+			return fmt.Errorf("%w: %s", errInnerFailed, strings.Join(f, " "))
+		}
+		return nil
 	}
-	if err != nil {
-		return fail(err)
-	}
-	fmt.Fprintf(out, "labtest: nested lab: exit %d, boot %v, total %v\n",
-		res.ExitCode, res.Boot.Round(time.Millisecond), res.Total.Round(time.Millisecond))
-	if res.ExitCode != 0 {
-		fmt.Fprintf(out, "labtest: tail of L1 console:\n%s\n", lastLines(res.Console, 25))
-		return fmt.Errorf("%w (exit status %d)", errInnerFailed, res.ExitCode)
-	}
-	return nil
 }
 
 // listNative lists the package's top-level native tests selected by the
@@ -233,13 +269,23 @@ func innerFlags(natives []string, run string, visit func(func(*flag.Flag))) []st
 		sel += "/" + sub
 	}
 	args := []string{"-test.run=" + sel}
+	verbose := false
 	pass := map[string]bool{"test.v": true, "test.count": true, "test.failfast": true,
 		"test.short": true, "test.parallel": true, "test.cpu": true, "test.paniconexit0": true, "test.shuffle": true}
 	visit(func(f *flag.Flag) {
+		if f.Name == "test.v" && f.Value.String() == "false" {
+			return
+		}
 		if pass[f.Name] {
 			args = append(args, "-"+f.Name+"="+f.Value.String())
+			verbose = verbose || f.Name == "test.v"
 		}
 	})
+	if !verbose {
+		// Result lines tell which tests to run again after a freeze;
+		// go test shows a passing package's output only with -v anyway.
+		args = append(args, "-test.v=true")
+	}
 	return args
 }
 

@@ -2,15 +2,23 @@ package labdemo
 
 import (
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/embervm/ember/internal/lab"
 	"github.com/embervm/ember/internal/lab/labtest"
 )
 
-func TestMain(m *testing.M) { labtest.Main(m) }
+func TestMain(m *testing.M) {
+	labtest.Main(m, labtest.WithConfig(func(c *lab.Config) {
+		if os.Getenv(FreezeEnv) == "1" {
+			c.FreezeTimeout = FreezeTimeout
+		}
+	}))
+}
 
 // KVM ioctls (include/uapi/linux/kvm.h).
 const (
@@ -45,6 +53,34 @@ func TestNativeKVM(t *testing.T) {
 		t.Fatalf("KVM_CREATE_VM: %v", err)
 	}
 	unix.Close(vm)
+}
+
+// TestNativeFreeze freezes L1 on purpose in the first L1 of a run when
+// FreezeEnv=1: a busy loop at the highest real-time priority, with RT
+// throttling off, keeps every other task of L1's one CPU, the lab agent's
+// heartbeat included, from running again.
+func TestNativeFreeze(t *testing.T) {
+	if os.Getenv(FreezeEnv) != "1" {
+		t.Skipf("runs only with %s=1 (labtest checks that a frozen L1 is replaced)", FreezeEnv)
+	}
+	if a := os.Getenv(labtest.AttemptEnv); a != "1" {
+		t.Logf("L1 run %s: not freezing again", a)
+		return
+	}
+	if err := os.WriteFile("/proc/sys/kernel/sched_rt_runtime_us", []byte("-1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	spin := exec.Command("sh", "-c", "while :; do :; done")
+	if err := spin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 99}
+	if err := unix.SchedSetAttr(spin.Process.Pid, &attr, 0); err != nil {
+		spin.Process.Kill()
+		t.Fatal(err)
+	}
+	spin.Wait()
+	t.Fatal("L1 did not freeze")
 }
 
 // TestNativeTestdata checks that the package's testdata came along and the
