@@ -41,13 +41,21 @@ type fixture struct {
 
 func newFixture(t *testing.T, ro bool) *fixture {
 	t.Helper()
+	img := newImage(t)
+	return newFixtureConfig(t, block.Config{Path: img, ReadOnly: ro, ID: "ember-disk-1", QueueSize: 16}, img)
+}
+
+// newFixtureConfig puts a device built from cfg behind a transport with an
+// initialized driver; img is the image the test looks at.
+func newFixtureConfig(t *testing.T, cfg block.Config, img string) *fixture {
+	t.Helper()
 	mem, err := memory.NewAnonymous(memory.Range{GPA: 0, Size: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mem.Close() })
-	f := &fixture{img: newImage(t), irq: &virtiotest.Interrupt{}}
-	f.dev, err = block.New(block.Config{Path: f.img, ReadOnly: ro, ID: "ember-disk-1", QueueSize: 16})
+	f := &fixture{img: img, irq: &virtiotest.Interrupt{}}
+	f.dev, err = block.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,4 +8,10 @@
 // nothing, and a request whose buffers have the wrong shape (a header that
 // is not device-readable, no room for the status byte) is refused without
 // touching the image.
+//
+// A spare drive (Config.Spare) is a slot whose backing file is set at run
+// time (Device.Attach, Device.Detach): virtio-mmio has no hotplug, so a VM
+// is built with empty slots (capacity 0) and the guest is told of a new
+// backing file with a configuration-change interrupt, on which Linux's
+// virtio_blk re-reads the capacity.
 package block

@@ -100,7 +100,9 @@ func (d *Device) serve(a *virtio.Activation, c *virtio.Chain) uint32 {
 		d.log.Debug("bad request", "head", c.Head, "err", err)
 		status = StatusIOErr
 	} else {
+		d.mu.RLock()
 		status, written = d.do(a.Mem, r)
+		d.mu.RUnlock()
 	}
 	if err := a.Mem.WriteAt([]byte{status}, r.status); err != nil {
 		return 0 // cannot happen: the chain was validated
@@ -108,12 +110,12 @@ func (d *Device) serve(a *virtio.Activation, c *virtio.Chain) uint32 {
 	return uint32(min(written+1, 1<<32-1))
 }
 
-// do performs a well-formed request; it returns the status and the number
-// of data bytes written to the guest.
+// do performs a well-formed request with d.mu held for reading; it returns
+// the status and the number of data bytes written to the guest.
 func (d *Device) do(mem memory.Accessor, r request) (byte, uint64) {
 	switch r.typ {
 	case TypeIn, TypeOut:
-		if r.typ == TypeOut && d.cfg.ReadOnly {
+		if r.typ == TypeOut && d.readOnly {
 			return StatusIOErr, 0
 		}
 		off, ok := d.checkRange(r.sector, r.len)
@@ -136,7 +138,7 @@ func (d *Device) do(mem memory.Accessor, r request) (byte, uint64) {
 		}
 		return StatusOK, 0
 	case TypeFlush:
-		if d.cfg.ReadOnly {
+		if d.readOnly || d.file == nil {
 			return StatusOK, 0
 		}
 		if err := d.file.Sync(); err != nil {
@@ -157,9 +159,9 @@ func (d *Device) do(mem memory.Accessor, r request) (byte, uint64) {
 }
 
 // checkRange returns the byte offset of [sector, sector+n bytes) if it is a
-// whole number of sectors inside the image.
+// whole number of sectors inside the image (never on an empty drive).
 func (d *Device) checkRange(sector, n uint64) (int64, bool) {
-	if n%SectorSize != 0 || sector > d.capacity || n/SectorSize > d.capacity-sector {
+	if d.file == nil || n%SectorSize != 0 || sector > d.capacity || n/SectorSize > d.capacity-sector {
 		return 0, false
 	}
 	return int64(sector * SectorSize), true

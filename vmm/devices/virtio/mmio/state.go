@@ -60,7 +60,7 @@ func (t *Transport) State() (State, error) {
 		Status:            t.status,
 		NeedsReset:        t.needsReset.Load(),
 		InterruptStatus:   t.intStatus.Load(),
-		ConfigGeneration:  t.configGen,
+		ConfigGeneration:  t.configGen.Load(),
 		Queues:            append([]virtio.QueueState(nil), t.queues...),
 	}
 	for i, q := range t.live {
@@ -93,7 +93,8 @@ func Restore(cfg Config, st State) (*Transport, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.devFeatSel, t.drvFeatSel, t.drvFeatures = st.DeviceFeaturesSel, st.DriverFeaturesSel, st.DriverFeatures
-	t.queueSel, t.status, t.configGen = st.QueueSel, st.Status&^virtio.StatusNeedsReset, st.ConfigGeneration
+	t.queueSel, t.status = st.QueueSel, st.Status&^virtio.StatusNeedsReset
+	t.configGen.Store(st.ConfigGeneration)
 	copy(t.queues, st.Queues)
 	t.needsReset.Store(st.NeedsReset)
 	t.intStatus.Store(st.InterruptStatus)

@@ -43,7 +43,6 @@ type Transport struct {
 	drvFeatures uint64
 	queueSel    uint32
 	status      uint32
-	configGen   uint32
 	queues      []virtio.QueueState // the driver's configuration
 	live        []*virtio.Queue     // after activation; owned by the device
 	paused      bool
@@ -55,6 +54,10 @@ type Transport struct {
 	active     atomic.Bool
 	intStatus  atomic.Uint32
 	needsReset atomic.Bool
+	// configGen is ConfigGeneration: bumped by every configuration change
+	// the device signals, so a driver that read the configuration across a
+	// change (a 64-bit capacity read as two 32-bit halves) reads it again.
+	configGen atomic.Uint32
 }
 
 var _ bus.Device = (*Transport)(nil)
@@ -157,7 +160,7 @@ func (t *Transport) readReg(offset uint64) uint32 {
 	case RegStatus:
 		return t.statusLocked()
 	case RegConfigGeneration:
-		return t.configGen
+		return t.configGen.Load()
 	}
 	t.log.Debug("ignoring read of write-only or unknown register", "offset", offset)
 	return 0
@@ -396,6 +399,7 @@ func (s signaller) UsedBuffer() error {
 }
 
 func (s signaller) ConfigChanged() error {
+	s.t.configGen.Add(1)
 	s.t.intStatus.Or(virtio.InterruptConfigChange)
 	return s.t.irq.Trigger()
 }
