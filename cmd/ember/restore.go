@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/embervm/ember/internal/testguest"
+	"github.com/embervm/ember/internal/vmmproc"
 	"github.com/embervm/ember/snapshot"
 	"github.com/embervm/ember/snapshot/guestrun"
 	"github.com/embervm/ember/vmm/api"
@@ -298,6 +300,49 @@ func restoreForVMM(ctx context.Context, sys *kvm.System, dir, backendName, conso
 		}
 	}
 	return r, hooks, cleanup, nil
+}
+
+// restoreTestGuestForVMM restores a test-guest snapshot for ember vmm
+// --restore: the guest waits, paused, for a start or resume action, and
+// /identity writes the nonce where IdentityProgram-style guests wait for
+// it. The working set starts installing at once (prefetch), while the VM
+// waits. cleanup closes the VM and, for a recording restore of a guest
+// that ran, writes the working set first.
+func restoreTestGuestForVMM(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, backendName string) (*guestrun.Prepared, vmmproc.Hooks, func(), error) {
+	backend, err := snapshot.ParseBackend(backendName)
+	if err != nil {
+		return nil, vmmproc.Hooks{}, nil, err
+	}
+	p, err := guestrun.Prepare(ctx, sys, snap, snapshot.MemoryOptions{Backend: backend})
+	if err != nil {
+		return nil, vmmproc.Hooks{}, nil, err
+	}
+	p.Memory.StartPrefetch()
+	acc := p.Memory.Accessor()
+	hooks := vmmproc.Hooks{
+		Reports: p.Reports,
+		ApplyIdentity: func(_ context.Context, idn api.Identity) error {
+			return testguest.WriteIdentity(acc, idn.Nonce)
+		},
+		Restore: func() *api.RestoreStats {
+			s := p.Memory.Stats()
+			return &api.RestoreStats{Backend: string(s.Backend), Duration: p.Took, Faults: s.FaultsServed,
+				BytesRead: s.BytesRead, PagesZeroed: s.PagesZeroFilled, PagesFetched: s.PagesPrefetched}
+		},
+	}
+	cleanup := func() {
+		ran := p.VCPUs()[0].Exits() > 0
+		if ran && p.Memory.Stats().Recording && p.Memory.Err() == nil {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			p.Stop(stopCtx)
+			cancel()
+			if _, err := p.Memory.SaveWorkingSet(); err != nil {
+				slog.Warn("saving the working set", "err", err)
+			}
+		}
+		p.Close()
+	}
+	return p, hooks, cleanup, nil
 }
 
 // vmmprocHooks are the vmmproc.Hooks fields a Linux VM fills in.

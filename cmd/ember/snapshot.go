@@ -98,10 +98,14 @@ func snapshotInspect(args []string) error {
 	return nil
 }
 
-// snapshotTestGuest snapshots a working-set test guest at its gate: the
-// guest has filled its memory and, once restored, touches ws-percent of it.
+// snapshotTestGuest snapshots a test guest at its gate. The working-set
+// guest has filled its memory and, once restored, touches ws-percent of
+// it; the identity guest has filled ws-percent of its memory and, once
+// restored, waits for an identity (ember vmm --restore, the warm pool)
+// before it sums that memory.
 func snapshotTestGuest(ctx context.Context, args []string) error {
 	fs := newFlagSet("snapshot testguest", "DIR")
+	program := fs.String("program", "workingset", "guest to snapshot: workingset (for ember restore), or identity (waits for an identity: for ember vmm --restore and pool profiles)")
 	memMiB := fs.Uint64("mem", 128, "guest memory in MiB")
 	wsPct := fs.Float64("ws-percent", 12.5, "share of memory the restored guest touches")
 	if err := fs.Parse(args); err != nil {
@@ -111,21 +115,36 @@ func snapshotTestGuest(ctx context.Context, args []string) error {
 		fs.Usage()
 		return &exitError{code: 2}
 	}
+	var spec guestrun.Spec
+	var about string
+	switch *program {
+	case "workingset":
+		ws, pages, err := snapshotbench.WorkingSetSpec(*memMiB<<20, *wsPct)
+		if err != nil {
+			return err
+		}
+		spec, about = ws.Spec, fmt.Sprintf("working set %d pages; it reports %#x", pages, ws.Expected)
+	case "identity":
+		g, err := guestrun.NewIdentityGuest(*memMiB<<20, *wsPct)
+		if err != nil {
+			return err
+		}
+		spec, about = g.Spec, fmt.Sprintf("waits for an identity; then reports it and %#x twice",
+			guestrun.ExpectedIdentitySum(g.Start, g.End))
+	default:
+		return &exitError{code: 2, err: fmt.Errorf("unknown test-guest program %q (have workingset, identity)", *program)}
+	}
 	sys, err := kvm.Open()
 	if err != nil {
 		return err
 	}
 	defer sys.Close()
-	spec, pages, err := snapshotbench.WorkingSetSpec(*memMiB<<20, *wsPct)
+	st, err := guestrun.Create(ctx, sys, fs.Arg(0), spec)
 	if err != nil {
 		return err
 	}
-	st, err := guestrun.Create(ctx, sys, fs.Arg(0), spec.Spec)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("snapshot %s of a %d MiB test guest (working set %d pages; it reports %#x) in %s\n",
-		st.ID, *memMiB, pages, spec.Expected, fs.Arg(0))
+	fmt.Printf("snapshot %s of a %d MiB %s test guest (%s) in %s\n",
+		st.ID, *memMiB, *program, about, fs.Arg(0))
 	return nil
 }
 

@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/embervm/ember/internal/testguest"
 	"github.com/embervm/ember/internal/vmmproc"
+	"github.com/embervm/ember/snapshot"
+	"github.com/embervm/ember/snapshot/guestrun"
 	"github.com/embervm/ember/vmm/api"
 	"github.com/embervm/ember/vmm/boot"
 	"github.com/embervm/ember/vmm/kvm"
@@ -39,7 +43,7 @@ func runVMM(ctx context.Context, args []string) error {
 	readyFD := fs.Int("ready-fd", -1, "write \"ready\\n\" to this inherited fd once the API serves")
 	linger := fs.Duration("linger", 5*time.Second, "after the VM ends, keep serving this long for a final /wait or /metrics")
 	leaseFD := fs.Int("lease-fd", -1, "inherited pipe from a supervisor (the warm pool): EOF before a 'c' byte (claimed) ends this VMM")
-	restoreDir := fs.String("restore", "", "restore this Linux snapshot (ember snapshot create) instead of booting; the VM waits paused unless --start")
+	restoreDir := fs.String("restore", "", "restore this snapshot instead of booting: a Linux VM (ember snapshot create) or a test guest (ember snapshot testguest --program identity); the VM waits paused unless --start")
 	backend := fs.String("backend", "mmap", "with --restore: memory backend copy, mmap, uffd or prefetch")
 	vsockUDS := fs.String("vsock-uds", "", "with --restore: vsock Unix socket path (default: the API socket's path + \".vsock\")")
 	if err := fs.Parse(args); err != nil {
@@ -58,19 +62,45 @@ func runVMM(ctx context.Context, args []string) error {
 	defer sys.Close()
 	var inst *vmmproc.Instance
 	if *restoreDir != "" {
-		if *bootCfg != "" || *program != "" || *image != "" {
-			return errors.New("--restore restores a Linux snapshot; do not combine it with --config, --testguest or --image")
-		}
-		r, h, cleanup, err := restoreForVMM(ctx, sys, *restoreDir, *backend, *console, *sock, *vsockUDS)
-		if err != nil {
-			return err
-		}
-		defer cleanup()
-		ai := &agentIdentity{uds: h.VsockUDS}
-		inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
-			Snapshot: h.Snapshot, Restore: h.Restore,
-			ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume,
+		var set []string
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "config", "testguest", "image", "mem":
+				set = append(set, "--"+f.Name)
+			}
 		})
+		if len(set) > 0 {
+			return fmt.Errorf("--restore takes the VM from the snapshot; do not combine it with %s", strings.Join(set, ", "))
+		}
+		snap, err := snapshot.Open(*restoreDir)
+		if err != nil {
+			return fmt.Errorf("--restore: %w", err)
+		}
+		switch {
+		case boot.IsLinuxSnapshot(snap):
+			r, h, cleanup, err := restoreForVMM(ctx, sys, *restoreDir, *backend, *console, *sock, *vsockUDS)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			ai := &agentIdentity{uds: h.VsockUDS}
+			inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
+				Snapshot: h.Snapshot, Restore: h.Restore,
+				ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume,
+			})
+		case guestrun.IsTestGuestSnapshot(snap):
+			if *console != "" || *vsockUDS != "" {
+				return fmt.Errorf("%s is a test-guest snapshot: it has no console or vsock (drop --console and --vsock-uds)", *restoreDir)
+			}
+			p, hooks, cleanup, err := restoreTestGuestForVMM(ctx, sys, snap, *backend)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			inst = vmmproc.New(*id, p.Machine, "restore:"+*backend, hooks)
+		default:
+			return fmt.Errorf("--restore: %s is neither a Linux (ember snapshot create) nor a test-guest (ember snapshot testguest) snapshot", *restoreDir)
+		}
 	} else if *bootCfg != "" {
 		if *program != "" || *image != "" {
 			return errors.New("--config boots Linux; do not combine it with --testguest or --image")

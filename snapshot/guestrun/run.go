@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	tg "github.com/embervm/ember/internal/testguest"
 	"github.com/embervm/ember/snapshot"
 	"github.com/embervm/ember/vmm/kvm"
 )
@@ -100,35 +99,12 @@ func restore(ctx context.Context, sys *kvm.System, req Request, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	dev, ok := snap.State.Device(DeviceName)
-	if !ok {
-		return fmt.Errorf("%w: %s has no %q device state", ErrNotTestGuest, req.Dir, DeviceName)
-	}
-	before, err := decodePorts(dev)
+	p, err := Prepare(ctx, sys, snap, snapshot.MemoryOptions{Backend: req.Backend, Record: req.Record, Logger: log})
 	if err != nil {
 		return err
 	}
-	mem, err := snapshot.OpenMemory(ctx, snap, snapshot.MemoryOptions{Backend: req.Backend, Record: req.Record, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer mem.Close()
-	// The image only sizes the machine: its code is never loaded.
-	img := tg.NewImage([]byte{0x90}, mem.Guest().Size())
-	g, err := tg.NewMachine(ctx, sys, img, tg.Options{Memory: mem.Guest(), Logger: log}, true)
-	if err != nil {
-		return err
-	}
-	defer g.Close()
-	gate := &Gate{}
-	gate.Open()
-	if err := g.PIO().Insert(gate, GatePort, 4); err != nil {
-		return err
-	}
-	if err := snapshot.Restore(ctx, g.Machine, snap); err != nil {
-		return err
-	}
-	mem.Attach(g.Machine)
+	defer p.Close()
+	g, mem := p.Guest, p.Memory
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
@@ -150,7 +126,7 @@ func restore(ctx context.Context, sys *kvm.System, req Request, log *slog.Logger
 	res.RSSKiB = rssKiB()
 	if out != nil {
 		res.ExitCode = out.ExitCode
-		res.Reports = append(before, out.Reports...)
+		res.Reports = p.Reports()
 	}
 	res.Prefetch, _ = mem.WaitPrefetch(ctx)
 	res.Stats = mem.Stats()
