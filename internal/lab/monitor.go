@@ -18,36 +18,67 @@ const monitorFD = 5
 const freezeSamples = 3
 
 // cpuState asks QEMU's monitor for L1's vCPU registers freezeSamples times,
-// half a second apart, and returns what it answered (bounded to a few
-// seconds). It is called before a frozen L1 is killed, so that the error
-// says where L1 was stuck: QEMU's main loop answers the monitor even while
-// its vCPU thread runs guest code.
+// half a second apart, and for its local APIC (timer) state, and returns
+// what it answered (bounded to a few seconds). It is called before a
+// frozen L1 is killed, so that the error says where L1 was stuck: QEMU's
+// main loop answers the monitor even while its vCPU thread runs guest code.
 func cpuState(mon *os.File) string {
 	if mon == nil {
 		return ""
 	}
-	var out bytes.Buffer
-	buf := make([]byte, 64<<10)
-	deadline := time.Now().Add(5 * time.Second)
-	for i := 0; i < freezeSamples && time.Now().Before(deadline); i++ {
+	var regs []string
+	for i := 0; i < freezeSamples; i++ {
 		if i > 0 {
 			time.Sleep(500 * time.Millisecond)
 		}
-		if _, err := mon.WriteString("info registers\n"); err != nil {
-			fmt.Fprintf(&out, "(monitor: %v)\n", err)
+		out, err := monitorCommand(mon, "info registers")
+		if r := cleanMonitor(out); r != "" {
+			regs = append(regs, r)
+		}
+		if err != nil {
+			regs = append(regs, fmt.Sprintf("(monitor: %v)", err))
 			break
 		}
-		// Read until the answer goes quiet for a moment.
-		for time.Now().Before(deadline) {
-			_ = mon.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			n, err := mon.Read(buf)
-			out.Write(buf[:n])
-			if err != nil {
+	}
+	if out, err := monitorCommand(mon, "info lapic"); err == nil {
+		if l := lapicSummary(out); l != "" {
+			regs = append(regs, l)
+		}
+	}
+	return strings.Join(regs, "\n")
+}
+
+// monitorCommand sends one HMP command and returns what the monitor wrote
+// until it went quiet for a moment (at most two seconds).
+func monitorCommand(mon *os.File, cmd string) (string, error) {
+	if _, err := mon.WriteString(cmd + "\n"); err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	buf := make([]byte, 64<<10)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		_ = mon.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := mon.Read(buf)
+		out.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return out.String(), nil
+}
+
+// lapicSummary keeps the timer and interrupt lines of "info lapic".
+func lapicSummary(s string) string {
+	var keep []string
+	for _, line := range strings.Split(strings.ReplaceAll(s, "\r", ""), "\n") {
+		for _, p := range []string{"dumping local APIC", "LVT0", "LVTT", "Timer", "ESR", "ISR", "IRR", "APR", "PPR"} {
+			if strings.HasPrefix(strings.TrimSpace(line), p) {
+				keep = append(keep, "LAPIC "+strings.TrimSpace(line))
 				break
 			}
 		}
 	}
-	return cleanMonitor(out.String())
+	return strings.Join(keep, "\n")
 }
 
 // keptRegisters are the lines of QEMU's "info registers" worth reporting:

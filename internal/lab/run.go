@@ -102,6 +102,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var waitErr error
 	stopped, frozen := false, false
 	var frozenCPU string // L1's registers when it froze or timed out
+	// A silent L1 gets one NMI (see below), at nudgedAt, when its last
+	// frame had come at nudgedLast; silentCPU is its state before.
+	var (
+		nudged               bool
+		nudgedAt, nudgedLast time.Time
+		silentCPU            string
+	)
 	beat := time.NewTicker(time.Second)
 	defer beat.Stop()
 	for !stopped {
@@ -110,9 +117,31 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			// Once the command runs the agent sends a frame at least every
 			// FreezeTimeout/5; silence for cfg.FreezeTimeout means L1 as a
 			// whole stopped (seen with QEMU's emulated nested SVM).
-			if r := rep.snapshot(); !frozen && !r.started.IsZero() && !r.exited && time.Since(r.last) > cfg.FreezeTimeout {
+			r := rep.snapshot()
+			if frozen || r.started.IsZero() || r.exited {
+				break
+			}
+			silent := time.Since(r.last)
+			switch {
+			case nudged && r.last.After(nudgedAt):
+				// Frames again after the NMI: it woke L1 up.
+				fmt.Fprintf(cfg.Stderr, "lab: L1 answers again %v after an NMI (it was silent for %v)\n",
+					r.last.Sub(nudgedAt).Round(time.Millisecond), nudgedAt.Sub(nudgedLast).Round(time.Second))
+				nudged = false
+			case !nudged && silent > cfg.FreezeTimeout/2:
+				// Seen in frozen L1s: the vCPU halted with interrupts
+				// on and its timer interrupt never arriving. Note the
+				// state, then try to wake it with an NMI.
+				nudged, nudgedAt, nudgedLast = true, time.Now(), r.last
+				silentCPU = annotateRIP(cpuState(m.mon), r.text)
+				_, _ = monitorCommand(m.mon, "nmi")
+				fmt.Fprintf(cfg.Stderr, "lab: no word from L1 for %v; sent it an NMI\n", silent.Round(time.Second))
+			case silent > cfg.FreezeTimeout:
 				frozen = true
-				frozenCPU = annotateRIP(cpuState(m.mon), rep.snapshot().text)
+				frozenCPU = annotateRIP(cpuState(m.mon), r.text)
+				if silentCPU != "" {
+					frozenCPU = "before the NMI:\n" + silentCPU + "\nafter the NMI:\n" + frozenCPU
+				}
 				m.kill()
 			}
 		case waitErr = <-m.done:
