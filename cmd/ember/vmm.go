@@ -87,6 +87,7 @@ func runVMM(ctx context.Context, args []string) error {
 			inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
 				Snapshot: h.Snapshot, Restore: h.Restore,
 				ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume,
+				Drives: r.VM,
 			})
 		case guestrun.IsTestGuestSnapshot(snap):
 			if *console != "" || *vsockUDS != "" {
@@ -110,7 +111,7 @@ func runVMM(ctx context.Context, args []string) error {
 			return err
 		}
 		defer closeVM()
-		inst = vmmproc.New(*id, vm.Machine, "boot", vmmproc.Hooks{Snapshot: linuxSnapshotHook(vm)})
+		inst = vmmproc.New(*id, vm.Machine, "boot", vmmproc.Hooks{Snapshot: linuxSnapshotHook(vm), Drives: vm})
 	} else {
 		img, err := vmmImage(*program, *image, *memMiB<<20)
 		if err != nil {

@@ -30,6 +30,9 @@ type Hooks struct {
 	// the guest running (optional): a Linux VM's pending identity goes to
 	// its agent here.
 	AfterResume func(ctx context.Context) error
+	// Drives gives the VM's spare drive slots to the API (optional; without
+	// it GET /drives lists none and attaching is unsupported).
+	Drives DriveSlots
 }
 
 // Instance is a Machine driven through the API. It implements

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 )
 
 // Client talks to one VMM process's API socket.
@@ -107,4 +108,20 @@ func (c *Client) Snapshot(ctx context.Context, req SnapshotRequest) error {
 func (c *Client) Metrics(ctx context.Context) (*Metrics, error) {
 	var m Metrics
 	return &m, c.do(ctx, http.MethodGet, "/metrics", nil, &m)
+}
+
+// Drives lists the spare drive slots.
+func (c *Client) Drives(ctx context.Context) ([]DriveSlot, error) {
+	var ds []DriveSlot
+	return ds, c.do(ctx, http.MethodGet, "/drives", nil, &ds)
+}
+
+// AttachDrive attaches an image to an empty spare slot.
+func (c *Client) AttachDrive(ctx context.Context, slot int, req DriveRequest) error {
+	return c.do(ctx, http.MethodPut, "/drives/"+strconv.Itoa(slot), req, nil)
+}
+
+// DetachDrive empties a spare slot.
+func (c *Client) DetachDrive(ctx context.Context, slot int) error {
+	return c.do(ctx, http.MethodDelete, "/drives/"+strconv.Itoa(slot), nil, nil)
 }

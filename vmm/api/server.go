@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -25,6 +26,12 @@ type Controller interface {
 	SetIdentity(ctx context.Context, id Identity) error
 	Snapshot(ctx context.Context, req SnapshotRequest) error
 	Metrics() Metrics
+	// Drives lists the spare drive slots.
+	Drives(ctx context.Context) ([]DriveSlot, error)
+	// AttachDrive attaches an image to an empty spare slot.
+	AttachDrive(ctx context.Context, slot int, req DriveRequest) error
+	// DetachDrive empties a spare slot.
+	DetachDrive(ctx context.Context, slot int) error
 }
 
 // Sentinel errors a Controller returns to get specific HTTP statuses.
@@ -35,6 +42,8 @@ var (
 	ErrUnsupported = errors.New("api: not supported by this VMM")
 	// ErrBadRequest: the request is malformed (400).
 	ErrBadRequest = errors.New("api: bad request")
+	// ErrNotFound: the request names something the VM does not have (404).
+	ErrNotFound = errors.New("api: not found")
 )
 
 // maxBody bounds request bodies.
@@ -97,7 +106,49 @@ func Handler(c Controller, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, c.Metrics())
 	})
+	mux.HandleFunc("GET /drives", func(w http.ResponseWriter, r *http.Request) {
+		ds, err := c.Drives(r.Context())
+		if err != nil {
+			result(w, log, err)
+			return
+		}
+		reply(w, http.StatusOK, ds)
+	})
+	mux.HandleFunc("PUT /drives/{slot}", func(w http.ResponseWriter, r *http.Request) {
+		slot, err := slotParam(r)
+		if err != nil {
+			result(w, log, err)
+			return
+		}
+		var req DriveRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		if req.Path == "" {
+			result(w, log, fmt.Errorf("%w: drive path is empty", ErrBadRequest))
+			return
+		}
+		result(w, log, c.AttachDrive(r.Context(), slot, req))
+	})
+	mux.HandleFunc("DELETE /drives/{slot}", func(w http.ResponseWriter, r *http.Request) {
+		slot, err := slotParam(r)
+		if err != nil {
+			result(w, log, err)
+			return
+		}
+		result(w, log, c.DetachDrive(r.Context(), slot))
+	})
 	return mux
+}
+
+// slotParam parses the {slot} path element: a small non-negative integer.
+func slotParam(r *http.Request) (int, error) {
+	s := r.PathValue("slot")
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 1<<16 {
+		return 0, fmt.Errorf("%w: drive slot %q is not a slot number", ErrBadRequest, s)
+	}
+	return n, nil
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -123,6 +174,8 @@ func result(w http.ResponseWriter, log *slog.Logger, err error) {
 		status = http.StatusConflict
 	case errors.Is(err, ErrUnsupported):
 		status = http.StatusNotImplemented
+	case errors.Is(err, ErrNotFound):
+		status = http.StatusNotFound
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusServiceUnavailable
 	}

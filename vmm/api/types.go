@@ -11,6 +11,9 @@
 //	PUT  /identity       re-identify a restored VM (Identity); ?resume=1 also resumes it
 //	PUT  /snapshot       write a snapshot of the paused VM (SnapshotRequest)
 //	GET  /metrics        counters (Metrics)
+//	GET  /drives         the spare drive slots ([]DriveSlot)
+//	PUT  /drives/{slot}  attach an image to an empty spare slot (DriveRequest)
+//	DELETE /drives/{slot} empty a spare slot
 //
 // Errors come back as a non-2xx status with {"error": "..."}.
 package api
@@ -89,6 +92,27 @@ type SnapshotRequest struct {
 	Dir string `json:"dir"`
 	// Diff writes only pages dirtied since the last snapshot.
 	Diff bool `json:"diff,omitempty"`
+}
+
+// DriveRequest is the body of PUT /drives/{slot}.
+type DriveRequest struct {
+	// Path is the raw image (ext4, ...) the slot reads and writes.
+	Path string `json:"path"`
+	// ReadOnly opens it read-only: writes fail with an I/O error in the
+	// guest, which should mount it read-only.
+	ReadOnly bool `json:"read_only,omitempty"`
+}
+
+// DriveSlot describes one spare drive slot (GET /drives).
+type DriveSlot struct {
+	Slot int `json:"slot"`
+	// ID is the serial the guest sees (/sys/block/vdX/serial).
+	ID string `json:"id"`
+	// Path is the attached image; empty for an empty slot.
+	Path     string `json:"path,omitempty"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+	// Sectors is the capacity in 512-byte sectors the guest is told.
+	Sectors uint64 `json:"sectors"`
 }
 
 // Metrics are the VMM's counters.

@@ -15,6 +15,7 @@ import (
 	"github.com/embervm/ember/vmm/devices/bootmarker"
 	"github.com/embervm/ember/vmm/devices/i8042"
 	"github.com/embervm/ember/vmm/devices/serial"
+	"github.com/embervm/ember/vmm/devices/virtio/block"
 	"github.com/embervm/ember/vmm/kvm"
 	"github.com/embervm/ember/vmm/loader"
 	"github.com/embervm/ember/vmm/memory"
@@ -30,11 +31,16 @@ type VM struct {
 	cfg           Config // as built (or as restored): what a snapshot records
 	marker        *bootmarker.Device
 	devices       []*attachment
+	spares        []*block.Device // spare drive slots, in slot order
 	virtioCmdline []string
 	taps          []string
 
 	mu    sync.Mutex
 	marks []bootmarker.Mark
+
+	// driveMu keeps spare-drive attaches and detaches out of a snapshot's
+	// device save.
+	driveMu sync.Mutex
 }
 
 // Marks returns the boot-time markers the guest wrote so far.

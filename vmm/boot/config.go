@@ -33,6 +33,11 @@ type Config struct {
 	DirtyLog bool `json:"dirty_log,omitempty"`
 	// Drives are virtio-blk disks, in order (vda, vdb, ...).
 	Drives []Drive `json:"drives,omitempty"`
+	// SpareDrives adds this many empty virtio-blk slots after Drives
+	// (at most MaxSpareDrives), whose images are attached at run time
+	// (VM.AttachDrive, PUT /drives/{slot}); the guest sees them as disks of
+	// size 0 with serials SpareDriveID(0), SpareDriveID(1), ...
+	SpareDrives int `json:"spare_drives,omitempty"`
 	// Nets are virtio-net interfaces, each on a new TAP device.
 	Nets []NetInterface `json:"nets,omitempty"`
 	// RNG adds a virtio entropy device.
@@ -58,6 +63,13 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: %d vCPUs (1-32)", ErrConfig, c.VCPUs)
 	case c.MemoryMiB<<20 < x86.MinMemory:
 		return fmt.Errorf("%w: %d MiB of memory (at least %d MiB)", ErrConfig, c.MemoryMiB, x86.MinMemory>>20)
+	case c.SpareDrives < 0 || c.SpareDrives > MaxSpareDrives:
+		return fmt.Errorf("%w: %d spare drives (0-%d)", ErrConfig, c.SpareDrives, MaxSpareDrives)
+	}
+	for i, d := range c.Drives {
+		if d.Path == "" {
+			return fmt.Errorf("%w: drive %d has no path (use spare_drives for empty slots)", ErrConfig, i)
+		}
 	}
 	if _, err := x86.ParseTemplate(c.CPUTemplate); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)

@@ -117,6 +117,8 @@ func (v *VM) Snapshot(ctx context.Context, dir string, opts SnapshotOptions) (*s
 	if opts.Diff && len(v.devices) > 0 {
 		return nil, nil, ErrDiffWithVirtio
 	}
+	v.driveMu.Lock()
+	defer v.driveMu.Unlock()
 	for _, a := range v.devices {
 		a.tr.Pause()
 	}

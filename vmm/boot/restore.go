@@ -40,7 +40,8 @@ type RestoreOptions struct {
 	OnMark func(code uint8, sinceStart time.Duration)
 	// DrivePaths, by drive index (the order of Config.Drives), replace the
 	// saved image paths; empty entries keep the saved path. The image must
-	// have the saved size.
+	// have the saved size. Spare drive slots are not drives here: an empty
+	// slot restores empty, an attached one reopens its saved image.
 	DrivePaths []string
 	// VsockUDS replaces the vsock device's Unix socket path (needed when
 	// the snapshotted VM still runs, or several restores run at once).
@@ -226,7 +227,7 @@ func (v *VM) restoreVirtio(slot PersistedSlot, pv PersistedVirtio, cfg *Config, 
 		}
 		st := *pv.Block
 		idx := len(cfg.Drives)
-		if idx < len(opts.DrivePaths) && opts.DrivePaths[idx] != "" {
+		if !st.Config.Spare && idx < len(opts.DrivePaths) && opts.DrivePaths[idx] != "" {
 			st.Config.Path = opts.DrivePaths[idx]
 		}
 		d, err := block.FromState(st)
@@ -234,7 +235,12 @@ func (v *VM) restoreVirtio(slot PersistedSlot, pv PersistedVirtio, cfg *Config, 
 			return err
 		}
 		dev, closers = d, []io.Closer{d}
-		cfg.Drives = append(cfg.Drives, Drive{Path: st.Config.Path, ReadOnly: st.Config.ReadOnly, ID: st.Config.ID})
+		if st.Config.Spare {
+			v.spares = append(v.spares, d)
+			cfg.SpareDrives++
+		} else {
+			cfg.Drives = append(cfg.Drives, Drive{Path: st.Config.Path, ReadOnly: st.Config.ReadOnly, ID: st.Config.ID})
+		}
 	case "net":
 		if pv.Net == nil {
 			return fmt.Errorf("%w: no net state", ErrSnapshot)

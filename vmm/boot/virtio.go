@@ -100,6 +100,9 @@ func (v *VM) addVirtioDevices(cfg Config) error {
 			return err
 		}
 	}
+	if err := v.addSpareDrives(cfg.SpareDrives); err != nil {
+		return err
+	}
 	for i, n := range cfg.Nets {
 		tc := tap.Config{Name: n.TAP}
 		if n.HostAddr.IsValid() {
@@ -171,7 +174,7 @@ func (v *VM) closeDevices() error {
 		}
 		errs = append(errs, a.irq.Close())
 	}
-	v.devices = nil
+	v.devices, v.spares = nil, nil
 	return errors.Join(errs...)
 }
 
