@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/embervm/ember/internal/ociimage"
 )
 
 const (
@@ -247,7 +249,7 @@ func (e *env) waitNoLeftovers(t *testing.T) {
 // TestNativeShim runs containers through containerd and the ember shim.
 func TestNativeShim(t *testing.T) {
 	e := startContainerd(t)
-	img, err := ociImage("/bin/busybox", imageName)
+	img, err := ociimage.Busybox("/bin/busybox", imageName)
 	if err != nil {
 		t.Fatal(err)
 	}

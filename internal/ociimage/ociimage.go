@@ -1,4 +1,6 @@
-package shim
+// Package ociimage writes small OCI image layouts for tests, demos and
+// benchmarks that need a container image without a registry.
+package ociimage
 
 import (
 	"archive/tar"
@@ -8,11 +10,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
-// busyboxApplets are linked to /bin/busybox in the test image.
-var busyboxApplets = []string{"sh", "echo", "cat", "sleep", "true", "false", "ls", "ps", "wc", "head", "id", "hostname"}
+// BusyboxApplets are linked to /bin/busybox in the image.
+var BusyboxApplets = []string{"sh", "echo", "cat", "sleep", "true", "false", "ls", "ps", "wc", "head", "id", "hostname"}
 
 type descriptor struct {
 	MediaType   string            `json:"mediaType"`
@@ -26,10 +29,11 @@ func digestOf(b []byte) string {
 	return "sha256:" + hex.EncodeToString(h[:])
 }
 
-// ociImage returns an OCI image layout, as a tar stream for
+// Busybox returns an OCI image layout, as a tar stream for
 // `ctr images import`, holding one image named name: one uncompressed
-// layer with busybox (from the host file busybox) and its applet links.
-func ociImage(busybox, name string) ([]byte, error) {
+// layer with busybox (from the host file busybox, a static binary) and its
+// applet links.
+func Busybox(busybox, name string) ([]byte, error) {
 	bb, err := os.ReadFile(busybox)
 	if err != nil {
 		return nil, err
@@ -52,7 +56,7 @@ func ociImage(busybox, name string) ([]byte, error) {
 	if _, err := lw.Write(bb); err != nil {
 		return nil, err
 	}
-	for _, a := range busyboxApplets {
+	for _, a := range BusyboxApplets {
 		if err := lw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777, ModTime: mtime}); err != nil {
 			return nil, err
 		}
@@ -85,7 +89,7 @@ func ociImage(busybox, name string) ([]byte, error) {
 		"mediaType":     "application/vnd.oci.image.index.v1+json",
 		"manifests": []descriptor{{
 			MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: digestOf(manifest), Size: int64(len(manifest)),
-			Annotations: map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "e2e"},
+			Annotations: map[string]string{"io.containerd.image.name": name, "org.opencontainers.image.ref.name": refName(name)},
 		}},
 	})
 
@@ -117,4 +121,12 @@ func ociImage(busybox, name string) ([]byte, error) {
 		return nil, err
 	}
 	return out.Bytes(), nil
+}
+
+// refName is the tag part of an image name ("latest" if it has none).
+func refName(name string) string {
+	if i := strings.LastIndexAny(name, ":/"); i >= 0 && name[i] == ':' {
+		return name[i+1:]
+	}
+	return "latest"
 }
