@@ -96,7 +96,7 @@ func serve(log *slog.Logger, opts options, pid1 bool) error {
 	defer r.Stop()
 
 	cfg := container.Config{StateDir: opts.stateDir, Reaper: r, Log: log}
-	features := []string{"tty", "exec", "procfs-stats"}
+	features := []string{"tty", "exec", "procfs-stats", "wait-block-device"}
 	if opts.cgroups {
 		h, err := cgroups.Open(cgroups.DefaultRoot, true)
 		if err != nil {

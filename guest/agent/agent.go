@@ -40,7 +40,10 @@ type Config struct {
 	Features []string
 	// ShutdownGrace is the default time between SIGTERM and SIGKILL.
 	ShutdownGrace time.Duration
-	Log           *slog.Logger
+	// SysBlock and DevDir are where WaitBlockDevice looks for disks
+	// (defaults /sys/block and /dev).
+	SysBlock, DevDir string
+	Log              *slog.Logger
 }
 
 // Agent serves the agent API.
@@ -67,6 +70,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = 2 * time.Second
+	}
+	if cfg.SysBlock == "" {
+		cfg.SysBlock = "/sys/block"
+	}
+	if cfg.DevDir == "" {
+		cfg.DevDir = "/dev"
 	}
 	log := cfg.Log
 	if log == nil {

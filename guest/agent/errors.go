@@ -35,6 +35,7 @@ var codeFor = []struct {
 	{cgroups.ErrInvalidID, codes.InvalidArgument},
 	{container.ErrNotFound, codes.NotFound},
 	{identity.ErrNoInterface, codes.NotFound},
+	{ErrNoBlockDevice, codes.DeadlineExceeded},
 	{container.ErrExists, codes.AlreadyExists},
 	{container.ErrInvalidState, codes.FailedPrecondition},
 	{container.ErrNoTerminal, codes.FailedPrecondition},

@@ -2411,6 +2411,122 @@ func (*ShutdownResponse) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{46}
 }
 
+type WaitBlockDeviceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The disk's serial (/sys/block/vdX/serial), e.g. "ember-spare0".
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// The size the disk must reach, in bytes; 0 accepts any non-zero size.
+	SizeBytes uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// How long to wait; 0 means 10 s (at most 5 min).
+	TimeoutNs     uint64 `protobuf:"varint,3,opt,name=timeout_ns,json=timeoutNs,proto3" json:"timeout_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitBlockDeviceRequest) Reset() {
+	*x = WaitBlockDeviceRequest{}
+	mi := &file_agent_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitBlockDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitBlockDeviceRequest) ProtoMessage() {}
+
+func (x *WaitBlockDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitBlockDeviceRequest.ProtoReflect.Descriptor instead.
+func (*WaitBlockDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *WaitBlockDeviceRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *WaitBlockDeviceRequest) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *WaitBlockDeviceRequest) GetTimeoutNs() uint64 {
+	if x != nil {
+		return x.TimeoutNs
+	}
+	return 0
+}
+
+type WaitBlockDeviceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device node, e.g. /dev/vdb.
+	Device        string `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	SizeBytes     uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitBlockDeviceResponse) Reset() {
+	*x = WaitBlockDeviceResponse{}
+	mi := &file_agent_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitBlockDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitBlockDeviceResponse) ProtoMessage() {}
+
+func (x *WaitBlockDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitBlockDeviceResponse.ProtoReflect.Descriptor instead.
+func (*WaitBlockDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *WaitBlockDeviceResponse) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *WaitBlockDeviceResponse) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2553,7 +2669,17 @@ const file_agent_proto_rawDesc = "" +
 	"\x0euptime_seconds\x18\x02 \x01(\x01R\ruptimeSeconds\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ns\x18\x01 \x01(\x03R\agraceNs\"\x12\n" +
-	"\x10ShutdownResponse2\xe7\x0e\n" +
+	"\x10ShutdownResponse\"n\n" +
+	"\x16WaitBlockDeviceRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\x12\x1d\n" +
+	"\n" +
+	"timeout_ns\x18\x03 \x01(\x04R\ttimeoutNs\"P\n" +
+	"\x17WaitBlockDeviceResponse\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\tR\x06device\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes2\xcb\x0f\n" +
 	"\x05Agent\x12J\n" +
 	"\aVersion\x12\x1e.ember.agent.v1.VersionRequest\x1a\x1f.ember.agent.v1.VersionResponse\x12A\n" +
 	"\x04Ping\x12\x1b.ember.agent.v1.PingRequest\x1a\x1c.ember.agent.v1.PingResponse\x12b\n" +
@@ -2581,7 +2707,8 @@ const file_agent_proto_rawDesc = "" +
 	"AddEntropy\x12!.ember.agent.v1.AddEntropyRequest\x1a\".ember.agent.v1.AddEntropyResponse\x12e\n" +
 	"\x10ConfigureNetwork\x12'.ember.agent.v1.ConfigureNetworkRequest\x1a(.ember.agent.v1.ConfigureNetworkResponse\x12D\n" +
 	"\x05Ready\x12\x1c.ember.agent.v1.ReadyRequest\x1a\x1d.ember.agent.v1.ReadyResponse\x12M\n" +
-	"\bShutdown\x12\x1f.ember.agent.v1.ShutdownRequest\x1a .ember.agent.v1.ShutdownResponseB(Z&github.com/embervm/ember/guest/api;apib\x06proto3"
+	"\bShutdown\x12\x1f.ember.agent.v1.ShutdownRequest\x1a .ember.agent.v1.ShutdownResponse\x12b\n" +
+	"\x0fWaitBlockDevice\x12&.ember.agent.v1.WaitBlockDeviceRequest\x1a'.ember.agent.v1.WaitBlockDeviceResponseB(Z&github.com/embervm/ember/guest/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2595,7 +2722,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_agent_proto_goTypes = []any{
 	(*VersionRequest)(nil),           // 0: ember.agent.v1.VersionRequest
 	(*VersionResponse)(nil),          // 1: ember.agent.v1.VersionResponse
@@ -2644,6 +2771,8 @@ var file_agent_proto_goTypes = []any{
 	(*ReadyResponse)(nil),            // 44: ember.agent.v1.ReadyResponse
 	(*ShutdownRequest)(nil),          // 45: ember.agent.v1.ShutdownRequest
 	(*ShutdownResponse)(nil),         // 46: ember.agent.v1.ShutdownResponse
+	(*WaitBlockDeviceRequest)(nil),   // 47: ember.agent.v1.WaitBlockDeviceRequest
+	(*WaitBlockDeviceResponse)(nil),  // 48: ember.agent.v1.WaitBlockDeviceResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: ember.agent.v1.CreateContainerRequest.rootfs:type_name -> ember.agent.v1.Rootfs
@@ -2680,30 +2809,32 @@ var file_agent_proto_depIdxs = []int32{
 	41, // 31: ember.agent.v1.Agent.ConfigureNetwork:input_type -> ember.agent.v1.ConfigureNetworkRequest
 	43, // 32: ember.agent.v1.Agent.Ready:input_type -> ember.agent.v1.ReadyRequest
 	45, // 33: ember.agent.v1.Agent.Shutdown:input_type -> ember.agent.v1.ShutdownRequest
-	1,  // 34: ember.agent.v1.Agent.Version:output_type -> ember.agent.v1.VersionResponse
-	3,  // 35: ember.agent.v1.Agent.Ping:output_type -> ember.agent.v1.PingResponse
-	7,  // 36: ember.agent.v1.Agent.CreateContainer:output_type -> ember.agent.v1.CreateContainerResponse
-	9,  // 37: ember.agent.v1.Agent.StartContainer:output_type -> ember.agent.v1.StartContainerResponse
-	11, // 38: ember.agent.v1.Agent.RemoveContainer:output_type -> ember.agent.v1.RemoveContainerResponse
-	13, // 39: ember.agent.v1.Agent.ExecProcess:output_type -> ember.agent.v1.ExecProcessResponse
-	16, // 40: ember.agent.v1.Agent.SignalProcess:output_type -> ember.agent.v1.SignalProcessResponse
-	18, // 41: ember.agent.v1.Agent.WaitProcess:output_type -> ember.agent.v1.WaitProcessResponse
-	20, // 42: ember.agent.v1.Agent.DeleteProcess:output_type -> ember.agent.v1.DeleteProcessResponse
-	22, // 43: ember.agent.v1.Agent.ReadStdout:output_type -> ember.agent.v1.ReadStreamResponse
-	22, // 44: ember.agent.v1.Agent.ReadStderr:output_type -> ember.agent.v1.ReadStreamResponse
-	24, // 45: ember.agent.v1.Agent.WriteStdin:output_type -> ember.agent.v1.WriteStdinResponse
-	26, // 46: ember.agent.v1.Agent.CloseStdin:output_type -> ember.agent.v1.CloseStdinResponse
-	28, // 47: ember.agent.v1.Agent.ResizeTTY:output_type -> ember.agent.v1.ResizeTTYResponse
-	30, // 48: ember.agent.v1.Agent.Stats:output_type -> ember.agent.v1.StatsResponse
-	32, // 49: ember.agent.v1.Agent.ListPids:output_type -> ember.agent.v1.ListPidsResponse
-	34, // 50: ember.agent.v1.Agent.UpdateResources:output_type -> ember.agent.v1.UpdateResourcesResponse
-	36, // 51: ember.agent.v1.Agent.SetTime:output_type -> ember.agent.v1.SetTimeResponse
-	38, // 52: ember.agent.v1.Agent.AddEntropy:output_type -> ember.agent.v1.AddEntropyResponse
-	42, // 53: ember.agent.v1.Agent.ConfigureNetwork:output_type -> ember.agent.v1.ConfigureNetworkResponse
-	44, // 54: ember.agent.v1.Agent.Ready:output_type -> ember.agent.v1.ReadyResponse
-	46, // 55: ember.agent.v1.Agent.Shutdown:output_type -> ember.agent.v1.ShutdownResponse
-	34, // [34:56] is the sub-list for method output_type
-	12, // [12:34] is the sub-list for method input_type
+	47, // 34: ember.agent.v1.Agent.WaitBlockDevice:input_type -> ember.agent.v1.WaitBlockDeviceRequest
+	1,  // 35: ember.agent.v1.Agent.Version:output_type -> ember.agent.v1.VersionResponse
+	3,  // 36: ember.agent.v1.Agent.Ping:output_type -> ember.agent.v1.PingResponse
+	7,  // 37: ember.agent.v1.Agent.CreateContainer:output_type -> ember.agent.v1.CreateContainerResponse
+	9,  // 38: ember.agent.v1.Agent.StartContainer:output_type -> ember.agent.v1.StartContainerResponse
+	11, // 39: ember.agent.v1.Agent.RemoveContainer:output_type -> ember.agent.v1.RemoveContainerResponse
+	13, // 40: ember.agent.v1.Agent.ExecProcess:output_type -> ember.agent.v1.ExecProcessResponse
+	16, // 41: ember.agent.v1.Agent.SignalProcess:output_type -> ember.agent.v1.SignalProcessResponse
+	18, // 42: ember.agent.v1.Agent.WaitProcess:output_type -> ember.agent.v1.WaitProcessResponse
+	20, // 43: ember.agent.v1.Agent.DeleteProcess:output_type -> ember.agent.v1.DeleteProcessResponse
+	22, // 44: ember.agent.v1.Agent.ReadStdout:output_type -> ember.agent.v1.ReadStreamResponse
+	22, // 45: ember.agent.v1.Agent.ReadStderr:output_type -> ember.agent.v1.ReadStreamResponse
+	24, // 46: ember.agent.v1.Agent.WriteStdin:output_type -> ember.agent.v1.WriteStdinResponse
+	26, // 47: ember.agent.v1.Agent.CloseStdin:output_type -> ember.agent.v1.CloseStdinResponse
+	28, // 48: ember.agent.v1.Agent.ResizeTTY:output_type -> ember.agent.v1.ResizeTTYResponse
+	30, // 49: ember.agent.v1.Agent.Stats:output_type -> ember.agent.v1.StatsResponse
+	32, // 50: ember.agent.v1.Agent.ListPids:output_type -> ember.agent.v1.ListPidsResponse
+	34, // 51: ember.agent.v1.Agent.UpdateResources:output_type -> ember.agent.v1.UpdateResourcesResponse
+	36, // 52: ember.agent.v1.Agent.SetTime:output_type -> ember.agent.v1.SetTimeResponse
+	38, // 53: ember.agent.v1.Agent.AddEntropy:output_type -> ember.agent.v1.AddEntropyResponse
+	42, // 54: ember.agent.v1.Agent.ConfigureNetwork:output_type -> ember.agent.v1.ConfigureNetworkResponse
+	44, // 55: ember.agent.v1.Agent.Ready:output_type -> ember.agent.v1.ReadyResponse
+	46, // 56: ember.agent.v1.Agent.Shutdown:output_type -> ember.agent.v1.ShutdownResponse
+	48, // 57: ember.agent.v1.Agent.WaitBlockDevice:output_type -> ember.agent.v1.WaitBlockDeviceResponse
+	35, // [35:58] is the sub-list for method output_type
+	12, // [12:35] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -2720,7 +2851,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

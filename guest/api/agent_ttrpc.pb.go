@@ -30,6 +30,7 @@ type AgentService interface {
 	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*ConfigureNetworkResponse, error)
 	Ready(context.Context, *ReadyRequest) (*ReadyResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
+	WaitBlockDevice(context.Context, *WaitBlockDeviceRequest) (*WaitBlockDeviceResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -188,6 +189,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.Shutdown(ctx, &req)
+			},
+			"WaitBlockDevice": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WaitBlockDeviceRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WaitBlockDevice(ctx, &req)
 			},
 		},
 	})
@@ -374,6 +382,14 @@ func (c *agentClient) Ready(ctx context.Context, req *ReadyRequest) (*ReadyRespo
 func (c *agentClient) Shutdown(ctx context.Context, req *ShutdownRequest) (*ShutdownResponse, error) {
 	var resp ShutdownResponse
 	if err := c.client.Call(ctx, "ember.agent.v1.Agent", "Shutdown", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WaitBlockDevice(ctx context.Context, req *WaitBlockDeviceRequest) (*WaitBlockDeviceResponse, error) {
+	var resp WaitBlockDeviceResponse
+	if err := c.client.Call(ctx, "ember.agent.v1.Agent", "WaitBlockDevice", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
