@@ -147,7 +147,7 @@ func (m *Manager) fill(ps *profileState) {
 		ps.starting++
 		m.mu.Unlock()
 
-		e, err := m.spawn(m.ctx, ps)
+		e, err := m.spawn(m.ctx, ps, true)
 
 		m.mu.Lock()
 		ps.starting--
@@ -273,7 +273,7 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 		c.Source = "cold"
 		m.log.Info("pool: no ready VM; cold start", "profile", profile)
 		var err error
-		if e, err = m.spawn(ctx, ps); err != nil {
+		if e, err = m.spawn(ctx, ps, false); err != nil {
 			return nil, fmt.Errorf("pool: cold start for profile %q: %w", profile, err)
 		}
 	}

@@ -28,8 +28,10 @@ type entry struct {
 	exitErr error
 }
 
-// spawn starts `ember vmm` for p and waits until its API serves.
-func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
+// spawn starts `ember vmm` for p and waits until its API serves. A VMM
+// started for the pool (warm) has its API warmed up before it is offered;
+// one started for a waiting claim (a cold start) goes to the claim at once.
+func (m *Manager) spawn(ctx context.Context, p *profileState, warm bool) (*entry, error) {
 	id := newID()
 	e := &entry{id: id, profile: p, sock: filepath.Join(m.cfg.RunDir, id+".sock"), exited: make(chan struct{})}
 	readyR, readyW, err := os.Pipe()
@@ -93,7 +95,9 @@ func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
 		}
 		return nil, err
 	}
-	e.warmUp(ctx)
+	if warm {
+		e.warmUp(ctx)
+	}
 	e.readyAt = time.Now()
 	return e, nil
 }

@@ -1,141 +1,246 @@
-// Package poolbench measures the warm pool: claim-to-running latency from
-// the pool against a cold start of the same profile in the same run, at
-// concurrency 1 and 8, and the memory an idle pooled VMM costs.
+// Package poolbench measures the warm pool against a cold restore of the
+// same snapshot, in the same run: the latency from a client's claim to the
+// claimed VM's first guest instruction after resume, at several
+// concurrency levels, and the memory an idle pooled VMM costs beyond its
+// guest memory.
+//
+// Both sources go through one `ember pool serve` process, as a client
+// would use it: the "pool" profile keeps Concurrency restored VMMs ready;
+// the "cold" profile keeps none, so each of its claims starts a fresh
+// `ember vmm --restore` of the same snapshot with the same backend. Rounds
+// of the two alternate. A claim's latency is measured in the client, from
+// sending POST /claim (with resume) to its answer, which the pool sends
+// once the VMM has applied the identity and its vCPU thread is entering
+// the guest (KVM_RUN). Every claimed guest then runs to its end and its
+// result, computed from the snapshot's memory and registers and the
+// identity it was given, is checked.
 package poolbench
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/embervm/ember/benchmarks/vmcore"
 	"github.com/embervm/ember/pool"
+	"github.com/embervm/ember/snapshot"
+	"github.com/embervm/ember/snapshot/guestrun"
 	"github.com/embervm/ember/vmm/api"
+	"github.com/embervm/ember/vmm/kvm"
 )
+
+// ErrBench reports a benchmark run that could not measure what it should.
+var ErrBench = errors.New("poolbench")
 
 // Options configure a run.
 type Options struct {
 	// Ember is the ember binary.
 	Ember string
-	// VMMArgs make the VM (the profile), e.g. a test guest or a restore.
-	VMMArgs []string
-	// MemoryMiB of the profile's VMs.
+	// Backend is the restore backend of both sources (default prefetch).
+	Backend snapshot.Backend
+	// MemoryMiB of the test guest (default 64).
 	MemoryMiB uint64
-	// Runs per measurement.
+	// FillPercent is the share of guest memory the guest filled before
+	// the snapshot and sums after the claim (default 2: about 1.2 MiB of
+	// 64 MiB, a few hundred microseconds of guest work after the claim, so
+	// that claimed guests do not hold the CPUs while the other claims of
+	// a round are measured).
+	FillPercent float64
+	// Runs is how many claims to measure per source and concurrency.
 	Runs int
-	// Concurrency levels to measure.
+	// Concurrency levels to measure (default 1 and 8).
 	Concurrency []int
+}
+
+func (o *Options) defaults() {
+	if o.Backend == "" {
+		o.Backend = snapshot.BackendPrefetch
+	}
+	if o.MemoryMiB == 0 {
+		o.MemoryMiB = 64
+	}
+	if o.FillPercent == 0 {
+		o.FillPercent = 2
+	}
+	if len(o.Concurrency) == 0 {
+		o.Concurrency = []int{1, 8}
+	}
+	if o.Runs <= 0 {
+		o.Runs = 30
+	}
 }
 
 // Row is one measured configuration.
 type Row struct {
-	Source      string // pool or cold
+	Source      string // "pool" or "cold restore"
 	Concurrency int
-	Stats       vmcore.Stats
+	// Stats of the client-measured claim latency.
+	Stats vmcore.Stats
+	// Daemon is the same claims as the pool daemon timed them (Claim.Total),
+	// Get its part to get a VMM (pop a ready one, or start one cold) and
+	// Identify its part to apply the identity and resume.
+	Daemon, Get, Identify vmcore.Stats
 }
 
 // Report is the result of Run.
 type Report struct {
-	Rows []Row
-	// IdleRSS is the resident memory of an idle pooled VMM (median).
-	IdleRSS uint64
-	// GuestTouched is how much guest memory such a VMM has touched.
-	GuestMiB uint64
+	Options Options
+	Rows    []Row
+	// IdleRSS is the median resident memory of an idle pooled VMM, and
+	// GuestRSS the part of it that is guest memory (the working set the
+	// prefetch backend installed while the VMM waited).
+	IdleRSS, GuestRSS uint64
+	// WorkingSetPages is the size of the snapshot's working set.
+	WorkingSetPages uint64
 }
 
-// Run measures.
+// Run creates a snapshot of an identity test guest, records its working
+// set with one claim, and measures.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	rep := &Report{GuestMiB: o.MemoryMiB}
+	o.defaults()
+	dir, err := os.MkdirTemp("", "ember-poolbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	g, err := guestrun.NewIdentityGuest(o.MemoryMiB<<20, o.FillPercent)
+	if err != nil {
+		return nil, err
+	}
+	snapDir := filepath.Join(dir, "snap")
+	if err := createSnapshot(ctx, snapDir, g); err != nil {
+		return nil, err
+	}
+	b := &bench{o: o, guest: g, snapDir: snapDir, dir: dir}
+	if err := b.prepare(ctx); err != nil {
+		return nil, err
+	}
+	rep := &Report{Options: o}
 	for _, conc := range o.Concurrency {
-		for _, cold := range []bool{false, true} {
-			ds, rss, err := measure(ctx, o, conc, cold)
-			if err != nil {
-				return nil, err
-			}
-			src := "pool"
-			if cold {
-				src = "cold start"
-			} else if rss > 0 && rep.IdleRSS == 0 {
-				rep.IdleRSS = rss
-			}
-			rep.Rows = append(rep.Rows, Row{Source: src, Concurrency: conc, Stats: vmcore.Summarize(ds)})
+		if err := b.measure(ctx, conc, rep); err != nil {
+			return nil, err
+		}
+	}
+	if snap, err := snapshot.Open(snapDir); err == nil {
+		if ws, err := snapshot.ReadWorkingSet(snap); err == nil {
+			rep.WorkingSetPages = ws.Pages()
 		}
 	}
 	return rep, nil
 }
 
-// measure claims o.Runs VMs in rounds of conc concurrent claims, each with
-// resume, and returns the claim-to-running latencies.
-func measure(ctx context.Context, o Options, conc int, cold bool) ([]time.Duration, uint64, error) {
-	dir, err := os.MkdirTemp("", "ember-poolbench-")
+func createSnapshot(ctx context.Context, dir string, g *guestrun.IdentityGuest) error {
+	sys, err := kvm.Open()
 	if err != nil {
-		return nil, 0, err
+		return err
 	}
-	defer os.RemoveAll(dir)
-	size := conc
-	if cold {
-		size = 0
-	}
-	m, err := pool.New(pool.Config{
-		Ember: o.Ember, RunDir: filepath.Join(dir, "run"),
-		Profiles: []pool.Profile{{Name: "b", Size: size, MemoryMiB: o.MemoryMiB, VMMArgs: o.VMMArgs}},
-	}, nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer m.Close()
-	var ds []time.Duration
-	var rss uint64
-	for len(ds) < o.Runs {
-		if !cold {
-			if err := waitReady(ctx, m, conc); err != nil {
-				return nil, 0, err
-			}
-			time.Sleep(50 * time.Millisecond) // let the refill settle
-			if rss == 0 {
-				rss = idleRSS(m)
-			}
-		}
-		claims := make([]*pool.Claim, conc)
-		errs := make([]error, conc)
-		var wg sync.WaitGroup
-		for i := 0; i < conc; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				claims[i], errs[i] = m.Claim(ctx, "b", pool.ClaimOptions{Resume: true})
-			}()
-		}
-		wg.Wait()
-		for i, c := range claims {
-			if errs[i] != nil {
-				return nil, 0, errs[i]
-			}
-			want := "pool"
-			if cold {
-				want = "cold"
-			}
-			if c.Source != want {
-				return nil, 0, fmt.Errorf("poolbench: claim came from %s, want %s", c.Source, want)
-			}
-			ds = append(ds, c.Total)
-			stop(ctx, c)
-		}
-	}
-	return ds, rss, nil
+	defer sys.Close()
+	_, err = guestrun.Create(ctx, sys, dir, g.Spec)
+	return err
 }
 
-func waitReady(ctx context.Context, m *pool.Manager, n int) error {
-	deadline := time.Now().Add(time.Minute)
-	for m.Status()[0].Ready < n {
+type bench struct {
+	o       Options
+	guest   *guestrun.IdentityGuest
+	snapDir string
+	dir     string
+}
+
+// daemon is a running `ember pool serve`.
+type daemon struct {
+	cmd    *exec.Cmd
+	client *pool.Client
+	runDir string
+	log    *os.File
+	exited chan error
+}
+
+func (b *bench) startDaemon(ctx context.Context, conc int) (*daemon, error) {
+	d := &daemon{runDir: filepath.Join(b.dir, fmt.Sprintf("run%d", conc)), exited: make(chan error, 1)}
+	args := []string{"--restore", b.snapDir, "--backend", string(b.o.Backend)}
+	cfg := pool.Config{
+		Ember: b.o.Ember, RunDir: d.runDir,
+		Profiles: []pool.Profile{
+			{Name: "pool", Size: conc, MemoryMiB: b.o.MemoryMiB, VMMArgs: args},
+			{Name: "cold", Size: 0, MemoryMiB: b.o.MemoryMiB, VMMArgs: args},
+		},
+	}
+	cfgPath := filepath.Join(b.dir, fmt.Sprintf("pool%d.json", conc))
+	if err := writeJSON(cfgPath, cfg); err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(b.dir, fmt.Sprintf("pool%d.sock", conc))
+	var err error
+	if d.log, err = os.Create(filepath.Join(b.dir, fmt.Sprintf("pool%d.log", conc))); err != nil {
+		return nil, err
+	}
+	d.cmd = exec.Command(b.o.Ember, "pool", "serve", "--config", cfgPath, "--socket", sock)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		d.log.Close()
+		return nil, err
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	d.client = pool.NewClient(sock)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := d.client.Status(ctx); err == nil {
+			return d, nil
+		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("poolbench: pool not ready: %+v", m.Status())
+			d.stop()
+			return nil, fmt.Errorf("%w: pool daemon did not serve: %s", ErrBench, d.logTail())
+		}
+		select {
+		case err := <-d.exited:
+			d.exited <- err
+			d.stop()
+			return nil, fmt.Errorf("%w: pool daemon exited (%v): %s", ErrBench, err, d.logTail())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (d *daemon) logTail() string {
+	b, _ := os.ReadFile(d.log.Name())
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// stop ends the daemon (SIGTERM: it ends its unclaimed VMMs).
+func (d *daemon) stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+	d.log.Close()
+}
+
+// waitReady waits until the pool profile has n ready VMs, then lets the
+// host settle.
+func (d *daemon) waitReady(ctx context.Context, n int) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := d.client.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st[0].Ready >= n && st[0].Starting == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: pool not ready: %+v\n%s", ErrBench, st, d.logTail())
 		}
 		select {
 		case <-ctx.Done():
@@ -143,67 +248,130 @@ func waitReady(ctx context.Context, m *pool.Manager, n int) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(50 * time.Millisecond):
+		return nil
+	}
+}
+
+// round claims conc VMs of profile at once and returns the client-side
+// and daemon-side latencies. Every claimed guest is then run to its end
+// and its result checked.
+func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int) (client []time.Duration, claims []*pool.Claim, err error) {
+	claims = make([]*pool.Claim, conc)
+	took := make([]time.Duration, conc)
+	errs := make([]error, conc)
+	var wg sync.WaitGroup
+	for i := range conc {
+		wg.Go(func() {
+			t0 := time.Now()
+			claims[i], errs[i] = d.client.Claim(ctx, pool.ClaimRequest{Profile: profile, Resume: true})
+			took[i] = time.Since(t0)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	want := "pool"
+	if profile == "cold" {
+		want = "cold"
+	}
+	for i, c := range claims {
+		if c.Source != want {
+			err = errors.Join(err, fmt.Errorf("%w: a %s claim came from %s", ErrBench, profile, c.Source))
+		}
+		if cerr := b.finish(ctx, c); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		client = append(client, took[i])
+	}
+	return client, claims, err
+}
+
+// finish waits for a claimed guest's end, checks what it computed and
+// waits for its VMM to exit.
+func (b *bench) finish(ctx context.Context, c *pool.Claim) error {
+	cl := api.NewClient(c.Socket)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ei, err := cl.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: claimed VM %s: %w", ErrBench, c.ID, err)
+	}
+	if ei.Error != "" {
+		return fmt.Errorf("%w: claimed VM %s failed: %s", ErrBench, c.ID, ei.Error)
+	}
+	if err := b.guest.Check(ei.Reports, c.Identity.Nonce); err != nil {
+		return fmt.Errorf("claimed VM %s: %w", c.ID, err)
+	}
+	for syscall.Kill(c.PID, 0) == nil {
+		if ctx.Err() != nil {
+			syscall.Kill(c.PID, syscall.SIGKILL)
+			return fmt.Errorf("%w: claimed VMM %d did not exit after its guest ended", ErrBench, c.PID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return nil
 }
 
-func stop(ctx context.Context, c *pool.Claim) {
-	cl := api.NewClient(c.Socket)
-	defer cl.Close()
-	cl.Action(ctx, api.ActionStop)
-	cl.Wait(ctx)
+// prepare makes one cold claim before any VMM is pooled: with the
+// prefetch backend it records the working set (saved when its VMM exits),
+// which every later restore installs, and it brings the snapshot into the
+// page cache for both sources alike.
+func (b *bench) prepare(ctx context.Context) error {
+	d, err := b.startDaemon(ctx, 0)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	_, _, err = b.round(ctx, d, "cold", 1)
+	return err
 }
 
-// idleRSS returns the median VmRSS of the pool's ready VMMs.
-func idleRSS(m *pool.Manager) uint64 {
-	var vals []uint64
-	for _, pid := range m.ReadyPIDs() {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// measure runs alternating rounds of conc pool claims and conc cold
+// claims until each source has o.Runs samples.
+func (b *bench) measure(ctx context.Context, conc int, rep *Report) error {
+	d, err := b.startDaemon(ctx, conc)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	var pc, cc []time.Duration
+	var pd, cd []*pool.Claim
+	for len(pc) < b.o.Runs || len(cc) < b.o.Runs {
+		if err := d.waitReady(ctx, conc); err != nil {
+			return err
+		}
+		if rep.IdleRSS == 0 {
+			rep.IdleRSS, rep.GuestRSS = idleRSS(d.runDir)
+		}
+		c, dd, err := b.round(ctx, d, "pool", conc)
 		if err != nil {
-			continue
+			return err
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-				kb, _ := strconv.ParseUint(f[1], 10, 64)
-				vals = append(vals, kb<<10)
-			}
+		pc, pd = append(pc, c...), append(pd, dd...)
+		if err := d.waitReady(ctx, conc); err != nil {
+			return err
 		}
-	}
-	if len(vals) == 0 {
-		return 0
-	}
-	for i := range vals {
-		for j := i + 1; j < len(vals); j++ {
-			if vals[j] < vals[i] {
-				vals[i], vals[j] = vals[j], vals[i]
-			}
+		if c, dd, err = b.round(ctx, d, "cold", conc); err != nil {
+			return err
 		}
+		cc, cd = append(cc, c...), append(cd, dd...)
 	}
-	return vals[len(vals)/2]
+	rep.Rows = append(rep.Rows,
+		newRow("pool", conc, pc, pd), newRow("cold restore", conc, cc, cd))
+	return nil
 }
 
-// WriteMarkdown writes the report as a table.
-func (r *Report) WriteMarkdown(w io.Writer) {
-	fmt.Fprintf(w, "| source | concurrency | claims | median | p99 | min |\n|---|---|---|---|---|---|\n")
-	for _, row := range r.Rows {
-		s := row.Stats
-		fmt.Fprintf(w, "| %s | %d | %d | %v | %v | %v |\n", row.Source, row.Concurrency, s.N,
-			s.Median.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.Min.Round(time.Microsecond))
+func newRow(source string, conc int, client []time.Duration, claims []*pool.Claim) Row {
+	var total, get, identify []time.Duration
+	for _, c := range claims {
+		total, get, identify = append(total, c.Total), append(get, c.Wait), append(identify, c.Identify)
 	}
-	for _, conc := range []int{1, 8} {
-		var p, c *Row
-		for i := range r.Rows {
-			if r.Rows[i].Concurrency == conc {
-				if r.Rows[i].Source == "pool" {
-					p = &r.Rows[i]
-				} else {
-					c = &r.Rows[i]
-				}
-			}
-		}
-		if p != nil && c != nil && p.Stats.Median > 0 {
-			fmt.Fprintf(w, "\nConcurrency %d: pool claim is %.1fx faster than a cold start (medians), %.1fx at p99.\n", conc,
-				float64(c.Stats.Median)/float64(p.Stats.Median), float64(c.Stats.P99)/float64(p.Stats.P99))
-		}
-	}
-	fmt.Fprintf(w, "\nIdle pooled VMM: %.1f MiB resident (guest memory %d MiB, mostly untouched).\n", float64(r.IdleRSS)/(1<<20), r.GuestMiB)
+	return Row{Source: source, Concurrency: conc, Stats: vmcore.Summarize(client),
+		Daemon: vmcore.Summarize(total), Get: vmcore.Summarize(get), Identify: vmcore.Summarize(identify)}
 }

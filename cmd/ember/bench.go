@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/embervm/ember/benchmarks/poolbench"
 	snapshotbench "github.com/embervm/ember/benchmarks/snapshot"
 	"github.com/embervm/ember/benchmarks/vmcore"
+	"github.com/embervm/ember/snapshot"
 )
 
 func init() {
@@ -21,6 +23,17 @@ func init() {
 func runBench(ctx context.Context, args []string) error {
 	fs := newFlagSet("bench", "SUITE")
 	runs := fs.Int("runs", 30, "runs per measurement")
+	poolBackend := fs.String("backend", "prefetch", "pool: restore backend of the pooled and the cold VMMs")
+	poolMem := fs.Uint64("mem", 64, "pool: guest memory in MiB")
+	var conc []int
+	fs.Func("concurrency", "pool: a concurrency level to measure (repeat; default 1 and 8)", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return fmt.Errorf("want a positive number, not %q", s)
+		}
+		conc = append(conc, n)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -43,9 +56,12 @@ func runBench(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		backend, err := snapshot.ParseBackend(*poolBackend)
+		if err != nil {
+			return err
+		}
 		rep, err := poolbench.Run(ctx, poolbench.Options{
-			Ember: exe, VMMArgs: []string{"--testguest", "identity", "--mem", "64"}, MemoryMiB: 64,
-			Runs: *runs, Concurrency: []int{1, 8},
+			Ember: exe, Backend: backend, MemoryMiB: *poolMem, Runs: *runs, Concurrency: conc,
 		})
 		if err != nil {
 			return err
