@@ -246,7 +246,14 @@ func runContainer(t *testing.T, ctx context.Context, c *client.Client, id string
 // the process in 1 MiB requests, then closed.
 func runContainerStdin(t *testing.T, ctx context.Context, c *client.Client, id string, rootfs *api.Rootfs, stdin []byte, args ...string) (string, uint32) {
 	t.Helper()
-	spec, err := json.Marshal(testrootfs.Spec(args...))
+	return runContainerSpec(t, ctx, c, id, rootfs, testrootfs.Spec(args...), stdin)
+}
+
+// runContainerSpec runs a container of spec and returns its output and
+// exit status, as runContainerStdin.
+func runContainerSpec(t *testing.T, ctx context.Context, c *client.Client, id string, rootfs *api.Rootfs, s *specs.Spec, stdin []byte) (string, uint32) {
+	t.Helper()
+	spec, err := json.Marshal(s)
 	if err != nil {
 		t.Fatal(err)
 	}
