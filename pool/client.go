@@ -20,6 +20,9 @@ func NewClient(path string) *Client {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
+		// Keep a connection per concurrent claim (the default keeps 2),
+		// so that a client claiming in bursts does not connect anew.
+		MaxIdleConnsPerHost: 64,
 	}}}
 }
 

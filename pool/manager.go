@@ -265,8 +265,10 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 		}
 	}
 	ps.target = ps.Size // refill after idle reaping
-	ps.poke()
 	m.mu.Unlock()
+	// The refill is poked once the claimed VM runs: waking the keeper
+	// earlier would put another thread on a CPU during the claim.
+	defer ps.poke()
 
 	c := &Claim{Source: "pool"}
 	if e == nil {
@@ -278,10 +280,6 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 		}
 	}
 	c.Wait = time.Since(t0)
-	if err := e.handOver(); err != nil {
-		e.kill()
-		return nil, fmt.Errorf("pool: hand over %s: %w", e.id, err)
-	}
 	c.ID, c.PID, c.Socket = e.id, e.cmd.Process.Pid, e.sock
 	if opts.ID != "" {
 		c.ID = opts.ID
@@ -305,6 +303,13 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	}
 	c.Identify = time.Since(t1)
 	c.Total = time.Since(t0)
+	// The VMM counts itself claimed once it has an identity, so the lease
+	// byte that says so goes after the claim's critical path: writing it
+	// first woke a thread in the VMM during the identity request.
+	if err := e.handOver(); err != nil {
+		e.cmd.Process.Kill()
+		return nil, fmt.Errorf("pool: hand over %s: %w", e.id, err)
+	}
 	m.mu.Lock()
 	ps.claimed++
 	if c.Source == "cold" {

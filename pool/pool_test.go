@@ -260,6 +260,33 @@ func TestPoolDeathStopsUnclaimed(t *testing.T) {
 	_ = run
 }
 
+// TestPoolDeathAfterIdentityKeepsClaimed: the pool writes the lease's
+// claim byte after the identity and resume; a VMM whose pool dies in
+// between has an identity, counts itself claimed and keeps running.
+func TestPoolDeathAfterIdentityKeepsClaimed(t *testing.T) {
+	m, _ := newPool(t, 1, 0)
+	waitReady(t, m, 1)
+	m.mu.Lock()
+	e := m.profiles["tg"].ready[0]
+	m.profiles["tg"].ready = nil // the claim's pop
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := &Claim{ID: e.id, PID: e.cmd.Process.Pid, Socket: e.sock, Identity: NewIdentity(e.id)}
+	if err := e.client.SetIdentity(ctx, c.Identity); err != nil {
+		t.Fatal(err)
+	}
+	e.lease.Close() // the pool dies before handing over
+	select {
+	case <-e.exited:
+		t.Fatalf("a VMM with an identity stopped when its lease closed: %v", e.exitErr)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := finish(ctx, c, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestIdleReaping(t *testing.T) {
 	m, run := newPool(t, 2, 300*time.Millisecond)
 	waitReady(t, m, 2)

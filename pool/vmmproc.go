@@ -114,7 +114,9 @@ func (e *entry) warmUp(ctx context.Context) {
 	}
 }
 
-// handOver tells the VMM it now belongs to its claimer.
+// handOver tells the VMM it now belongs to its claimer. A VMM that has
+// taken an identity already counts itself claimed (ember vmm
+// --lease-fd): the byte confirms it.
 func (e *entry) handOver() error {
 	_, err := e.lease.Write([]byte{'c'})
 	e.lease.Close()

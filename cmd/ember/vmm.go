@@ -42,7 +42,7 @@ func runVMM(ctx context.Context, args []string) error {
 	start := fs.Bool("start", false, "start the VM at once instead of waiting, paused, for a start or resume action")
 	readyFD := fs.Int("ready-fd", -1, "write \"ready\\n\" to this inherited fd once the API serves")
 	linger := fs.Duration("linger", 5*time.Second, "after the VM ends, keep serving this long for a final /wait or /metrics")
-	leaseFD := fs.Int("lease-fd", -1, "inherited pipe from a supervisor (the warm pool): EOF before a 'c' byte (claimed) ends this VMM")
+	leaseFD := fs.Int("lease-fd", -1, "inherited pipe from a supervisor (the warm pool): EOF before a 'c' byte (claimed) or an identity ends this VMM")
 	restoreDir := fs.String("restore", "", "restore this snapshot instead of booting: a Linux VM (ember snapshot create) or a test guest (ember snapshot testguest --program identity); the VM waits paused unless --start")
 	backend := fs.String("backend", "mmap", "with --restore: memory backend copy, mmap, uffd or prefetch")
 	vsockUDS := fs.String("vsock-uds", "", "with --restore: vsock Unix socket path (default: the API socket's path + \".vsock\")")
@@ -133,7 +133,7 @@ func runVMM(ctx context.Context, args []string) error {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		go watchLease(os.NewFile(uintptr(*leaseFD), "lease"), cancel)
+		go watchLease(os.NewFile(uintptr(*leaseFD), "lease"), cancel, func() bool { return inst.Info().Identity != nil })
 	}
 	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger)
 }
@@ -218,12 +218,14 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 // watchLease ends the VMM (through cancel) when its supervisor dies before
 // handing it over: the pool holds the write end of the lease pipe and
 // writes 'c' when a client claims this VMM, after which the VMM belongs to
-// the claimer and outlives the pool.
-func watchLease(f *os.File, cancel context.CancelFunc) {
+// the claimer and outlives the pool. A VMM that has taken an identity
+// (claimed reports so) was claimed too: the pool identifies a VMM only for
+// a claim, and writes the 'c' after the claim's identity and resume.
+func watchLease(f *os.File, cancel context.CancelFunc, claimed func() bool) {
 	defer f.Close()
 	var b [1]byte
 	n, _ := f.Read(b[:])
-	if n == 1 && b[0] == 'c' {
+	if n == 1 && b[0] == 'c' || claimed() {
 		return
 	}
 	slog.Warn("supervisor went away before this VMM was claimed; stopping")
