@@ -56,6 +56,10 @@ type Options struct {
 	Runs int
 	// Concurrency levels to measure (default 1 and 8).
 	Concurrency []int
+	// Baseline, if set, is another ember binary (an earlier version)
+	// whose own pool daemon and VMMs are measured in the same run, in
+	// rounds interleaved with the others, as "pool (baseline)".
+	Baseline string
 }
 
 func (o *Options) defaults() {
@@ -92,10 +96,9 @@ type Row struct {
 type Report struct {
 	Options Options
 	Rows    []Row
-	// IdleRSS is the median resident memory of an idle pooled VMM, and
-	// GuestRSS the part of it that is guest memory (the working set the
-	// prefetch backend installed while the VMM waited).
-	IdleRSS, GuestRSS uint64
+	// Idle is the memory of an idle pooled VMM (medians); its guest part
+	// is the working set the prefetch backend installed while it waited.
+	Idle vmmMemory
 	// WorkingSetPages is the size of the snapshot's working set.
 	WorkingSetPages uint64
 }
@@ -161,26 +164,26 @@ type daemon struct {
 	exited chan error
 }
 
-func (b *bench) startDaemon(ctx context.Context, conc int) (*daemon, error) {
-	d := &daemon{runDir: filepath.Join(b.dir, fmt.Sprintf("run%d", conc)), exited: make(chan error, 1)}
+func (b *bench) startDaemon(ctx context.Context, conc int, ember, name string) (*daemon, error) {
+	d := &daemon{runDir: filepath.Join(b.dir, fmt.Sprintf("run%s%d", name, conc)), exited: make(chan error, 1)}
 	args := []string{"--restore", b.snapDir, "--backend", string(b.o.Backend)}
 	cfg := pool.Config{
-		Ember: b.o.Ember, RunDir: d.runDir,
+		Ember: ember, RunDir: d.runDir,
 		Profiles: []pool.Profile{
 			{Name: "pool", Size: conc, MemoryMiB: b.o.MemoryMiB, VMMArgs: args},
 			{Name: "cold", Size: 0, MemoryMiB: b.o.MemoryMiB, VMMArgs: args},
 		},
 	}
-	cfgPath := filepath.Join(b.dir, fmt.Sprintf("pool%d.json", conc))
+	cfgPath := filepath.Join(b.dir, fmt.Sprintf("pool%s%d.json", name, conc))
 	if err := writeJSON(cfgPath, cfg); err != nil {
 		return nil, err
 	}
-	sock := filepath.Join(b.dir, fmt.Sprintf("pool%d.sock", conc))
+	sock := filepath.Join(b.dir, fmt.Sprintf("pool%s%d.sock", name, conc))
 	var err error
-	if d.log, err = os.Create(filepath.Join(b.dir, fmt.Sprintf("pool%d.log", conc))); err != nil {
+	if d.log, err = os.Create(filepath.Join(b.dir, fmt.Sprintf("pool%s%d.log", name, conc))); err != nil {
 		return nil, err
 	}
-	d.cmd = exec.Command(b.o.Ember, "pool", "serve", "--config", cfgPath, "--socket", sock)
+	d.cmd = exec.Command(ember, "pool", "serve", "--config", cfgPath, "--socket", sock)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		d.log.Close()
@@ -323,7 +326,7 @@ func (b *bench) finish(ctx context.Context, c *pool.Claim) error {
 // which every later restore installs, and it brings the snapshot into the
 // page cache for both sources alike.
 func (b *bench) prepare(ctx context.Context) error {
-	d, err := b.startDaemon(ctx, 0)
+	d, err := b.startDaemon(ctx, 0, b.o.Ember, "")
 	if err != nil {
 		return err
 	}
@@ -335,35 +338,64 @@ func (b *bench) prepare(ctx context.Context) error {
 // measure runs alternating rounds of conc pool claims and conc cold
 // claims until each source has o.Runs samples.
 func (b *bench) measure(ctx context.Context, conc int, rep *Report) error {
-	d, err := b.startDaemon(ctx, conc)
+	d, err := b.startDaemon(ctx, conc, b.o.Ember, "")
 	if err != nil {
 		return err
 	}
 	defer d.stop()
-	var pc, cc []time.Duration
-	var pd, cd []*pool.Claim
-	for len(pc) < b.o.Runs || len(cc) < b.o.Runs {
-		if err := d.waitReady(ctx, conc); err != nil {
+	var base *daemon
+	if b.o.Baseline != "" {
+		if base, err = b.startDaemon(ctx, conc, b.o.Baseline, "base"); err != nil {
 			return err
 		}
-		if rep.IdleRSS == 0 {
-			rep.IdleRSS, rep.GuestRSS = idleRSS(d.runDir)
+		defer base.stop()
+	}
+	ready := func() error {
+		for _, x := range []*daemon{d, base} {
+			if x != nil {
+				if err := x.waitReady(ctx, conc); err != nil {
+					return err
+				}
+			}
 		}
-		c, dd, err := b.round(ctx, d, "pool", conc)
+		return nil
+	}
+	var pc, bc, cc []time.Duration
+	var pd, bd, cd []*pool.Claim
+	for len(pc) < b.o.Runs || len(cc) < b.o.Runs {
+		if err := ready(); err != nil {
+			return err
+		}
+		if rep.Idle.RSS == 0 {
+			rep.Idle = idleRSS(d.runDir)
+		}
+		c, cl, err := b.round(ctx, d, "pool", conc)
 		if err != nil {
 			return err
 		}
-		pc, pd = append(pc, c...), append(pd, dd...)
-		if err := d.waitReady(ctx, conc); err != nil {
+		pc, pd = append(pc, c...), append(pd, cl...)
+		if base != nil {
+			if err := ready(); err != nil {
+				return err
+			}
+			if c, cl, err = b.round(ctx, base, "pool", conc); err != nil {
+				return err
+			}
+			bc, bd = append(bc, c...), append(bd, cl...)
+		}
+		if err := ready(); err != nil {
 			return err
 		}
-		if c, dd, err = b.round(ctx, d, "cold", conc); err != nil {
+		if c, cl, err = b.round(ctx, d, "cold", conc); err != nil {
 			return err
 		}
-		cc, cd = append(cc, c...), append(cd, dd...)
+		cc, cd = append(cc, c...), append(cd, cl...)
 	}
-	rep.Rows = append(rep.Rows,
-		newRow("pool", conc, pc, pd), newRow("cold restore", conc, cc, cd))
+	rep.Rows = append(rep.Rows, newRow("pool", conc, pc, pd))
+	if base != nil {
+		rep.Rows = append(rep.Rows, newRow("pool (baseline)", conc, bc, bd))
+	}
+	rep.Rows = append(rep.Rows, newRow("cold restore", conc, cc, cd))
 	return nil
 }
 

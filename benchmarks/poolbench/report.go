@@ -26,9 +26,10 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		var p, c *Row
 		for i := range r.Rows {
 			if r.Rows[i].Concurrency == conc {
-				if r.Rows[i].Source == "pool" {
+				switch r.Rows[i].Source {
+				case "pool":
 					p = &r.Rows[i]
-				} else {
+				case "cold restore":
 					c = &r.Rows[i]
 				}
 			}
@@ -38,8 +39,9 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 				float64(c.Stats.Median)/float64(p.Stats.Median), float64(c.Stats.P99)/float64(p.Stats.P99))
 		}
 	}
-	fmt.Fprintf(w, "\nIdle pooled VMM: %.1f MiB resident, of which %.1f MiB guest memory (the installed working set): %.1f MiB beyond guest memory.\n",
-		mib(r.IdleRSS), mib(r.GuestRSS), mib(r.IdleRSS-r.GuestRSS))
+	m := r.Idle
+	fmt.Fprintf(w, "\nIdle pooled VMM: %.1f MiB resident (VmRSS), of which %.1f MiB guest memory (the installed working set): %.1f MiB beyond guest memory, of which %.1f MiB private (not shared with the other VMMs, unlike the ember binary's pages).\n",
+		mib(m.RSS), mib(m.Guest), mib(m.RSS-m.Guest), mib(m.Private))
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -10,12 +10,23 @@ import (
 	"strings"
 )
 
-// idleRSS returns the median resident memory of the `ember vmm` processes
+// vmmMemory is what an idle VMM process holds resident.
+type vmmMemory struct {
+	// RSS is its resident set (VmRSS), Guest the part of it that is guest
+	// memory.
+	RSS, Guest uint64
+	// Private is the part of RSS beyond guest memory that no other process
+	// shares (Private_Clean + Private_Dirty): what one more pooled VMM
+	// costs, the ember binary's pages being shared by all of them.
+	Private uint64
+}
+
+// idleRSS returns the medians of the memory of the `ember vmm` processes
 // whose command line names runDir (the pool's ready VMMs when nothing is
-// claimed) and the median of the part of it that is guest memory.
-func idleRSS(runDir string) (total, guest uint64) {
+// claimed).
+func idleRSS(runDir string) vmmMemory {
 	ents, _ := os.ReadDir("/proc")
-	var totals, guests []uint64
+	var totals, guests, privs []uint64
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -29,38 +40,39 @@ func idleRSS(runDir string) (total, guest uint64) {
 		if len(args) < 2 || args[1] != "vmm" || !bytes.Contains(cmd, []byte(runDir)) {
 			continue
 		}
-		t, g, err := smapsRSS(pid)
+		m, err := smapsRSS(pid)
 		if err != nil {
 			continue
 		}
-		totals, guests = append(totals, t), append(guests, g)
+		totals, guests, privs = append(totals, m.RSS), append(guests, m.Guest), append(privs, m.Private)
 	}
 	if len(totals) == 0 {
-		return 0, 0
+		return vmmMemory{}
 	}
-	slices.Sort(totals)
-	slices.Sort(guests)
-	return totals[len(totals)/2], guests[len(guests)/2]
+	med := func(v []uint64) uint64 { slices.Sort(v); return v[len(v)/2] }
+	return vmmMemory{RSS: med(totals), Guest: med(guests), Private: med(privs)}
 }
 
 // smapsRSS sums the Rss of every mapping of pid, and of those that hold
 // guest memory: mappings registered with userfaultfd (VmFlags "um": the
 // uffd and prefetch backends) or mapping a snapshot memory file (mmap).
 // The copy backend's anonymous guest memory is not told apart.
-func smapsRSS(pid int) (total, guest uint64, _ error) {
+func smapsRSS(pid int) (m vmmMemory, _ error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
 	defer f.Close()
-	var rss uint64
+	var rss, priv uint64
 	var isGuest bool
 	flush := func() {
-		total += rss
+		m.RSS += rss
 		if isGuest {
-			guest += rss
+			m.Guest += rss
+		} else {
+			m.Private += priv
 		}
-		rss, isGuest = 0, false
+		rss, priv, isGuest = 0, 0, false
 	}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -78,6 +90,9 @@ func smapsRSS(pid int) (total, guest uint64, _ error) {
 		case fields[0] == "Rss:" && len(fields) >= 2:
 			kb, _ := strconv.ParseUint(fields[1], 10, 64)
 			rss = kb << 10
+		case (fields[0] == "Private_Clean:" || fields[0] == "Private_Dirty:") && len(fields) >= 2:
+			kb, _ := strconv.ParseUint(fields[1], 10, 64)
+			priv += kb << 10
 		case fields[0] == "VmFlags:":
 			if slices.Contains(fields[1:], "um") {
 				isGuest = true
@@ -85,5 +100,5 @@ func smapsRSS(pid int) (total, guest uint64, _ error) {
 		}
 	}
 	flush()
-	return total, guest, sc.Err()
+	return m, sc.Err()
 }

@@ -25,6 +25,7 @@ func runBench(ctx context.Context, args []string) error {
 	runs := fs.Int("runs", 30, "runs per measurement")
 	poolBackend := fs.String("backend", "prefetch", "pool: restore backend of the pooled and the cold VMMs")
 	poolMem := fs.Uint64("mem", 64, "pool: guest memory in MiB")
+	baseline := fs.String("baseline", "", "pool: also measure the pool of this ember binary (an earlier version), in the same run")
 	var conc []int
 	fs.Func("concurrency", "pool: a concurrency level to measure (repeat; default 1 and 8)", func(s string) error {
 		n, err := strconv.Atoi(s)
@@ -61,7 +62,7 @@ func runBench(ctx context.Context, args []string) error {
 			return err
 		}
 		rep, err := poolbench.Run(ctx, poolbench.Options{
-			Ember: exe, Backend: backend, MemoryMiB: *poolMem, Runs: *runs, Concurrency: conc,
+			Ember: exe, Backend: backend, MemoryMiB: *poolMem, Runs: *runs, Concurrency: conc, Baseline: *baseline,
 		})
 		if err != nil {
 			return err
