@@ -30,6 +30,7 @@ kernel: setup
 build:
 	$(GO) build -o $(BIN)/ember ./cmd/ember
 	$(GO) build -o $(BIN)/ember-agent ./cmd/ember-agent
+	$(GO) build -o $(BIN)/containerd-shim-ember-v2 ./cmd/containerd-shim-ember-v2
 
 vet:
 	$(GO) vet ./...
@@ -41,7 +42,7 @@ vet:
 test: setup kernel vet
 	@mkdir -p out
 	set -o pipefail; $(GO) test -v $(TESTFLAGS) ./... 2>&1 | tee out/test.log | \
-		grep --line-buffered -E '^(ok|FAIL|panic:|--- (PASS|FAIL|SKIP)|labtest: nested lab)|^\s+--- (FAIL|SKIP)'
+		grep --line-buffered -E '^(ok|FAIL|panic:|--- (PASS|FAIL|SKIP)|labtest: (nested lab|L1 froze|gave up)|lab: (no word|L1 answers))|^\s+--- (FAIL|SKIP)'
 	@echo "tests: $$(grep -cE '^\s*--- PASS' out/test.log) passed, $$(grep -cE '^\s*--- FAIL' out/test.log) failed, $$(grep -cE '^\s*--- SKIP' out/test.log) skipped"
 	$(MAKE) test-race
 
@@ -54,6 +55,7 @@ demo: setup build kernel
 bench: build
 	$(BIN)/ember bench core
 	$(BIN)/ember bench pool
+	$(GO) run ./benchmarks/ctr/cmd -runs 20
 
 clean:
 	rm -rf $(BIN)

@@ -38,3 +38,10 @@ else
     --file "$kernel:/demo/vmlinux" --file "$work/initrd.gz:/demo/initrd.gz" -- \
     ember boot --kernel /demo/vmlinux --initrd /demo/initrd.gz --mem 256 --vcpus 2 --cmdline "$cmd"
 fi
+echo
+echo "== a container through containerd: ctr run with the ember shim (io.containerd.ember.v2)"
+if [ "$native" = no ]; then
+  echo "   (in the nested lab, like the boot above; the first run on a machine also builds"
+  echo "   containerd 2.4, which takes minutes once and is cached after)"
+fi
+go run ./benchmarks/ctr/cmd -demo

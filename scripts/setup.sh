@@ -13,6 +13,7 @@ pkgs=(
   binutils          # objdump: checks the test-guest assembler
   build-essential bc flex bison libelf-dev libssl-dev  # guest kernel build
   linux-source-6.1  # guest kernel source
+  runc              # the ctr benchmark's baseline runtime (benchmarks/ctr)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -3,12 +3,12 @@ package snapshotbench
 import (
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/embervm/ember/benchmarks/internal/docsection"
 	"github.com/embervm/ember/snapshot"
 )
 
@@ -163,31 +163,4 @@ const Heading = "## Snapshot restore"
 
 // UpdateDoc replaces (or appends) the Heading section of the markdown file
 // at path with body, leaving every other section alone.
-func UpdateDoc(path, body string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	text := string(old)
-	if text == "" {
-		text = "# Benchmarks\n"
-	}
-	section := Heading + "\n\n" + strings.TrimSpace(body) + "\n"
-	start := strings.Index(text, Heading+"\n")
-	if start < 0 {
-		text = strings.TrimRight(text, "\n") + "\n\n" + section
-	} else {
-		rest := text[start+len(Heading)+1:]
-		end := len(text)
-		if i := strings.Index(rest, "\n## "); i >= 0 {
-			end = start + len(Heading) + 1 + i + 1
-			section += "\n"
-		}
-		text = text[:start] + section + text[end:]
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+func UpdateDoc(path, body string) error { return docsection.Update(path, Heading, body) }
