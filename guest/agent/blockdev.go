@@ -58,13 +58,16 @@ func findBlockDevice(sysBlock, serial string) (blockDevice, bool, error) {
 }
 
 // waitBlockDevice polls sysfs until the disk with serial has want bytes
-// (any non-zero size if want is 0) and its node exists in devDir, or the
-// timeout or ctx ends. The host attaches an image to a spare slot and the
+// (any non-zero size if want is 0; size 0 if empty) and its node exists in
+// devDir, or the timeout or ctx ends. The host attaches an image to a spare slot and the
 // guest kernel resizes the disk when it handles the configuration-change
 // interrupt, a moment later.
-func waitBlockDevice(ctx context.Context, sysBlock, devDir, serial string, want uint64, timeout time.Duration) (string, uint64, error) {
+func waitBlockDevice(ctx context.Context, sysBlock, devDir, serial string, want uint64, empty bool, timeout time.Duration) (string, uint64, error) {
 	if serial == "" {
 		return "", 0, fmt.Errorf("serial is empty: %w", ErrBadRequest)
+	}
+	if empty && want != 0 {
+		return "", 0, fmt.Errorf("empty with a size: %w", ErrBadRequest)
 	}
 	if want%sectorBytes != 0 {
 		return "", 0, fmt.Errorf("size %d is not a whole number of sectors: %w", want, ErrBadRequest)
@@ -87,7 +90,11 @@ func waitBlockDevice(ctx context.Context, sysBlock, devDir, serial string, want 
 		if ok {
 			last, found = d, true
 			node := filepath.Join(devDir, d.name)
-			if d.bytes != 0 && (want == 0 || d.bytes == want) {
+			ready := d.bytes != 0 && (want == 0 || d.bytes == want)
+			if empty {
+				ready = d.bytes == 0
+			}
+			if ready {
 				if _, err := os.Stat(node); err == nil {
 					return node, d.bytes, nil
 				}
@@ -99,8 +106,15 @@ func waitBlockDevice(ctx context.Context, sysBlock, devDir, serial string, want 
 			case !found:
 				return "", 0, fmt.Errorf("no disk with serial %q after %v: %w", serial, timeout, ErrNoBlockDevice)
 			default:
-				return "", 0, fmt.Errorf("disk %s (serial %q) has %d bytes after %v, want %d (0: any): %w",
-					last.name, serial, last.bytes, timeout, want, ErrNoBlockDevice)
+				wantS := fmt.Sprint(want)
+				switch {
+				case empty:
+					wantS = "0 (empty)"
+				case want == 0:
+					wantS = "any"
+				}
+				return "", 0, fmt.Errorf("disk %s (serial %q) has %d bytes after %v, want %s: %w",
+					last.name, serial, last.bytes, timeout, wantS, ErrNoBlockDevice)
 			}
 		case <-t.C:
 		}
@@ -109,7 +123,7 @@ func waitBlockDevice(ctx context.Context, sysBlock, devDir, serial string, want 
 
 func (s *service) WaitBlockDevice(ctx context.Context, req *api.WaitBlockDeviceRequest) (*api.WaitBlockDeviceResponse, error) {
 	timeout := time.Duration(min(req.TimeoutNs, uint64(maxBlockWait)))
-	dev, n, err := waitBlockDevice(ctx, s.a.cfg.SysBlock, s.a.cfg.DevDir, req.Serial, req.SizeBytes, timeout)
+	dev, n, err := waitBlockDevice(ctx, s.a.cfg.SysBlock, s.a.cfg.DevDir, req.Serial, req.SizeBytes, req.Empty, timeout)
 	if err != nil {
 		return nil, err
 	}

@@ -57,6 +57,15 @@ func TestWaitBlockDevice(t *testing.T) {
 		t.Fatalf("root: %v %v", resp, err)
 	}
 
+	// After a detach the slot shrinks to 0.
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		os.WriteFile(filepath.Join(sys, "vdc", "size"), []byte("0\n"), 0o644)
+	}()
+	if resp, err := h.client.WaitBlockDevice(h.ctx(), &api.WaitBlockDeviceRequest{Serial: "ember-spare1", Empty: true, TimeoutNs: uint64(5 * time.Second)}); err != nil || resp.SizeBytes != 0 {
+		t.Fatalf("wait for empty: %v %v", resp, err)
+	}
+
 	for _, tt := range []struct {
 		name string
 		req  *api.WaitBlockDeviceRequest
@@ -64,6 +73,8 @@ func TestWaitBlockDevice(t *testing.T) {
 		msg  string
 	}{
 		{"empty slot", &api.WaitBlockDeviceRequest{Serial: "ember-spare0", TimeoutNs: uint64(50 * time.Millisecond)}, codes.DeadlineExceeded, "has 0 bytes"},
+		{"not empty", &api.WaitBlockDeviceRequest{Serial: "root", Empty: true, TimeoutNs: uint64(50 * time.Millisecond)}, codes.DeadlineExceeded, "want 0 (empty)"},
+		{"empty with a size", &api.WaitBlockDeviceRequest{Serial: "root", Empty: true, SizeBytes: 512}, codes.InvalidArgument, "empty with a size"},
 		{"wrong size", &api.WaitBlockDeviceRequest{Serial: "ember-spare1", SizeBytes: 4096, TimeoutNs: uint64(50 * time.Millisecond)}, codes.DeadlineExceeded, "want 4096"},
 		{"unknown serial", &api.WaitBlockDeviceRequest{Serial: "nope", TimeoutNs: uint64(50 * time.Millisecond)}, codes.DeadlineExceeded, "no disk with serial"},
 		{"no serial", &api.WaitBlockDeviceRequest{}, codes.InvalidArgument, "serial is empty"},

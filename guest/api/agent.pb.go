@@ -2418,7 +2418,10 @@ type WaitBlockDeviceRequest struct {
 	// The size the disk must reach, in bytes; 0 accepts any non-zero size.
 	SizeBytes uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	// How long to wait; 0 means 10 s (at most 5 min).
-	TimeoutNs     uint64 `protobuf:"varint,3,opt,name=timeout_ns,json=timeoutNs,proto3" json:"timeout_ns,omitempty"`
+	TimeoutNs uint64 `protobuf:"varint,3,opt,name=timeout_ns,json=timeoutNs,proto3" json:"timeout_ns,omitempty"`
+	// Wait until the disk is empty (size 0) instead: after the host
+	// detached its image, before the slot takes another one.
+	Empty         bool `protobuf:"varint,4,opt,name=empty,proto3" json:"empty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2472,6 +2475,13 @@ func (x *WaitBlockDeviceRequest) GetTimeoutNs() uint64 {
 		return x.TimeoutNs
 	}
 	return 0
+}
+
+func (x *WaitBlockDeviceRequest) GetEmpty() bool {
+	if x != nil {
+		return x.Empty
+	}
+	return false
 }
 
 type WaitBlockDeviceResponse struct {
@@ -2669,13 +2679,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x0euptime_seconds\x18\x02 \x01(\x01R\ruptimeSeconds\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ns\x18\x01 \x01(\x03R\agraceNs\"\x12\n" +
-	"\x10ShutdownResponse\"n\n" +
+	"\x10ShutdownResponse\"\x84\x01\n" +
 	"\x16WaitBlockDeviceRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\x12\x1d\n" +
 	"\n" +
-	"timeout_ns\x18\x03 \x01(\x04R\ttimeoutNs\"P\n" +
+	"timeout_ns\x18\x03 \x01(\x04R\ttimeoutNs\x12\x14\n" +
+	"\x05empty\x18\x04 \x01(\bR\x05empty\"P\n" +
 	"\x17WaitBlockDeviceResponse\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\tR\x06device\x12\x1d\n" +
 	"\n" +

@@ -48,6 +48,11 @@ const (
 	MinMemoryMiB = 64
 	MaxMemoryMiB = 1 << 20
 	MaxVCPUs     = 32
+	// MaxSpareDrives is vmm/boot's limit (boot.MaxSpareDrives).
+	MaxSpareDrives = 8
+	// DefaultSpareDrives slots let a pod run that many containers beside
+	// its first.
+	DefaultSpareDrives = 4
 )
 
 // Config is the shim's configuration.
@@ -80,6 +85,10 @@ type Config struct {
 	// KeepConsole keeps the guest console log after the VM is gone (in
 	// CacheDir/../console), for debugging.
 	KeepConsole bool `toml:"keep_console"`
+	// SpareDrives is how many spare drive slots a cold-booted VM gets
+	// (0-MaxSpareDrives): each later container of the pod attaches its
+	// rootfs to one. A snapshot profile has the slots it was created with.
+	SpareDrives int `toml:"spare_drives"`
 }
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -111,6 +120,7 @@ func Default() Config {
 		StateDir:     "/run/ember",
 		CacheDir:     "/var/lib/ember/rootfs",
 		AgentTimeout: Duration(2 * time.Minute),
+		SpareDrives:  DefaultSpareDrives,
 	}
 }
 
@@ -163,6 +173,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: state_dir and cache_dir must be set", ErrInvalid)
 	case c.AgentTimeout <= 0:
 		return fmt.Errorf("%w: agent_timeout must be positive", ErrInvalid)
+	case c.SpareDrives < 0 || c.SpareDrives > MaxSpareDrives:
+		return fmt.Errorf("%w: spare_drives %d (want 0-%d)", ErrInvalid, c.SpareDrives, MaxSpareDrives)
 	}
 	switch c.Backend {
 	case BackendAuto, BackendBoot:

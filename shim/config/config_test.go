@@ -18,12 +18,13 @@ vcpus = 2
 backend = "pool"
 pool_socket = "/run/pool.sock"
 agent_timeout = "10s"
+spare_drives = 2
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Ember != "/opt/ember" || c.MemoryMiB != 512 || c.VCPUs != 2 || c.Backend != BackendPool ||
-		time.Duration(c.AgentTimeout) != 10*time.Second {
+		time.Duration(c.AgentTimeout) != 10*time.Second || c.SpareDrives != 2 {
 		t.Errorf("parsed %+v", c)
 	}
 	if c.StateDir != Default().StateDir || c.CacheDir != Default().CacheDir {
@@ -43,6 +44,8 @@ func TestParseErrors(t *testing.T) {
 		{"restore without profile", `backend = "restore"`},
 		{"bad duration", `agent_timeout = "soon"`},
 		{"no kernel", `kernel = ""`},
+		{"negative spare drives", `spare_drives = -1`},
+		{"too many spare drives", `spare_drives = 9`},
 	} {
 		if _, err := Parse([]byte(tt.toml)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", tt.name, err)

@@ -41,6 +41,8 @@ func toGRPC(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, vm.ErrDied):
 		code = codes.Unavailable
+	case errors.Is(err, vm.ErrNoFreeSlot):
+		code = codes.ResourceExhausted
 	case errdefs.IsAlreadyExists(err):
 		code = codes.AlreadyExists
 	default:

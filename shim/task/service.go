@@ -74,7 +74,12 @@ type Sandbox interface {
 	Pid() int
 	Done() <-chan struct{}
 	Err() error
+	// Devices are the guest devices of the drives the VM started with.
+	Devices() []string
+	// AttachDrive attaches a drive to the running VM (a spare slot) and
+	// returns its guest device; DetachDrive releases it.
 	AttachDrive(ctx context.Context, d rootfs.Drive) (string, error)
+	DetachDrive(ctx context.Context, device string) error
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
 	Kill()
@@ -117,8 +122,12 @@ type container struct {
 	id, bundle string
 	spec       *specs.Spec
 	drive      rootfs.Drive
-	init       *proc
-	execs      map[string]*proc
+	// device is the rootfs drive in the guest; attached says it was
+	// attached to the running VM (a spare slot), to release on Delete.
+	device   string
+	attached bool
+	init     *proc
+	execs    map[string]*proc
 }
 
 // proc is a process with its streams.
@@ -299,7 +308,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			return nil, err
 		}
 		s.sandbox, s.vmDir = sb, vmDir
-		device = vm.DevicePath(0)
+		device = sb.Devices()[0]
 		go s.watchVM(sb)
 	} else {
 		if device, err = s.sandbox.AttachDrive(ctx, drive); err != nil {
@@ -309,6 +318,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	dVM := time.Since(tVM)
 	failed := func() {
+		if !newVM {
+			s.sandbox.DetachDrive(context.WithoutCancel(ctx), device)
+		}
 		cleanupDrive()
 		if newVM && len(s.containers) == 0 {
 			s.sandbox.Kill()
@@ -346,7 +358,8 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, fmt.Errorf("create %s in the VM: %w", r.ID, err)
 	}
 	p.SetPid(resp.Pid)
-	c := &container{id: r.ID, bundle: r.Bundle, spec: spec, drive: drive, init: p, execs: map[string]*proc{}}
+	c := &container{id: r.ID, bundle: r.Bundle, spec: spec, drive: drive, device: device, attached: !newVM,
+		init: p, execs: map[string]*proc{}}
 	s.containers[r.ID] = c
 	s.startPumps(s.sandbox.Agent(), p)
 	go s.waitExit(c, p)
@@ -621,6 +634,18 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 	for _, e := range c.execs {
 		if e.streams != nil {
 			e.streams.Close()
+		}
+	}
+	if c.attached {
+		s.mu.Lock()
+		sb := s.sandbox
+		s.mu.Unlock()
+		if sb != nil {
+			// The container's mount namespace is gone with its processes:
+			// the slot is free for the pod's next container.
+			if err := sb.DetachDrive(ctx, c.device); err != nil {
+				log.G(ctx).WithError(err).Warnf("release the drive of %s", r.ID)
+			}
 		}
 	}
 	rootfs.Cleanup(c.drive)

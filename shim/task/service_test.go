@@ -83,9 +83,11 @@ func (f *fakeVM) Err() error                   { return vm.ErrDied }
 func (f *fakeVM) Pause(context.Context) error  { return nil }
 func (f *fakeVM) Resume(context.Context) error { return nil }
 func (f *fakeVM) Kill()                        { f.killed = true; f.once.Do(func() { close(f.done) }) }
+func (f *fakeVM) Devices() []string            { return []string{vm.DevicePath(0)} }
 func (f *fakeVM) AttachDrive(context.Context, rootfs.Drive) (string, error) {
 	return "", vm.ErrNoHotAttach
 }
+func (f *fakeVM) DetachDrive(context.Context, string) error { return nil }
 
 type recorder struct {
 	mu     sync.Mutex

@@ -25,6 +25,8 @@ type Agent interface {
 	ListPids(context.Context, *api.ListPidsRequest) (*api.ListPidsResponse, error)
 	UpdateResources(context.Context, *api.UpdateResourcesRequest) (*api.UpdateResourcesResponse, error)
 	SetTime(context.Context, *api.SetTimeRequest) (*api.SetTimeResponse, error)
+	AddEntropy(context.Context, *api.AddEntropyRequest) (*api.AddEntropyResponse, error)
+	WaitBlockDevice(context.Context, *api.WaitBlockDeviceRequest) (*api.WaitBlockDeviceResponse, error)
 	Ready(context.Context, *api.ReadyRequest) (*api.ReadyResponse, error)
 	Shutdown(context.Context, *api.ShutdownRequest) (*api.ShutdownResponse, error)
 }

@@ -8,6 +8,7 @@ package vm
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,11 +32,10 @@ import (
 
 // Sentinel errors.
 var (
-	// ErrNoHotAttach: the VM cannot take another drive after it started
-	// (the VMM API has no drive attach yet), so a second container of a
-	// pod cannot get its rootfs, and pooled or restored VMs cannot get
-	// any.
-	ErrNoHotAttach = errors.New("vm: attaching a drive to a running VM is not supported yet")
+	// ErrNoHotAttach: the VM has no spare drive slots (spare_drives = 0,
+	// or a snapshot profile made without them), so it cannot take another
+	// drive after it started.
+	ErrNoHotAttach = errors.New("vm: the VM cannot take another drive")
 	// ErrSkipped: a source does not apply (not configured, or cannot
 	// serve this request).
 	ErrSkipped = errors.New("vm: source skipped")
@@ -67,7 +67,9 @@ type Spec struct {
 	Dir string
 	// Config gives the kernel, initrd, size and sources.
 	Config config.Config
-	// Drives are attached in order: /dev/vda, /dev/vdb, ...
+	// Drives are the first container's: a cold boot gives them to the VM
+	// in order (/dev/vda, ...), a restore attaches them to spare slots.
+	// VM.Devices says where the guest sees them.
 	Drives []rootfs.Drive
 }
 
@@ -87,13 +89,16 @@ type VM struct {
 	// Steps are the timed steps that got the VM, failed sources included.
 	Steps []Step
 
-	cfg    config.Config
-	cmd    *exec.Cmd
-	pid    int
-	api    *vmmapi.Client
-	rpc    io.Closer
-	agent  Agent
-	drives int
+	cfg     config.Config
+	cmd     *exec.Cmd
+	pid     int
+	api     *vmmapi.Client
+	rpc     io.Closer
+	agent   Agent
+	devices []string // of Spec.Drives
+
+	slotMu sync.Mutex
+	slots  []string // per spare drive slot: the guest device, "" when free
 
 	done     chan struct{}
 	exitOnce sync.Once
@@ -163,29 +168,88 @@ func formatSteps(steps []Step) string {
 	return b.String()
 }
 
-// claimPool claims a paused, booted VM from the warm pool. A claimed VM
-// has no container drive, and the VMM API cannot attach one yet, so the
-// pool serves only requests without drives for now.
+// claimPool claims a paused, booted VM from the warm pool. Its rootfs
+// would go to a spare drive slot as after a restore, but a claimer cannot
+// reach a pooled VM's agent yet.
 func claimPool(ctx context.Context, spec Spec, v *VM) error {
 	if spec.Config.PoolSocket == "" {
 		return fmt.Errorf("%w: no pool_socket configured", ErrSkipped)
 	}
-	if len(spec.Drives) > 0 {
-		return fmt.Errorf("%w: %w (a pooled VM has no rootfs drive)", ErrSkipped, ErrNoHotAttach)
-	}
 	return fmt.Errorf("%w: pooled VMs do not expose their vsock socket to claimers yet", ErrSkipped)
 }
 
-// restoreSnapshot restores the configured snapshot profile. Like the
-// pool, a restored VM needs its rootfs drive attached afterwards.
+// restoreSnapshot restores the configured snapshot profile (a snapshot of
+// a VM booted with the agent and spare drive slots, `ember snapshot
+// create`) in `ember vmm --restore`, attaches the drives to spare slots
+// while it is paused, resumes it, re-identifies the agent (clock,
+// entropy, Ready) and waits until the guest sees the drives.
 func restoreSnapshot(ctx context.Context, spec Spec, v *VM) error {
 	if spec.Config.SnapshotProfile == "" {
 		return fmt.Errorf("%w: no snapshot_profile configured", ErrSkipped)
 	}
-	if len(spec.Drives) > 0 {
-		return fmt.Errorf("%w: %w (a restored VM has no rootfs drive)", ErrSkipped, ErrNoHotAttach)
+	t := time.Now()
+	if err := v.spawn(ctx, "--restore", spec.Config.SnapshotProfile, "--backend", "mmap",
+		"--vsock-uds", filepath.Join(spec.Dir, vsockSocket), "--console", filepath.Join(spec.Dir, consoleLog)); err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: Linux snapshot restore is not wired into ember vmm yet", ErrSkipped)
+	v.Steps = append(v.Steps, Step{Name: "restore.vmm-ready", Duration: time.Since(t)})
+	slots, err := v.api.Drives(ctx)
+	if err != nil {
+		return fmt.Errorf("vm: drive slots: %w", err)
+	}
+	free := 0
+	for _, s := range slots {
+		if s.Path == "" {
+			free++
+		}
+		v.slots = append(v.slots, s.Path) // an image in the snapshot holds its slot
+	}
+	if free < len(spec.Drives) {
+		return fmt.Errorf("%w: snapshot profile %s has %d free spare drive slots, the container needs %d",
+			ErrSkipped, spec.Config.SnapshotProfile, free, len(spec.Drives))
+	}
+	type pending struct {
+		slot int
+		size uint64
+	}
+	var attached []pending
+	for _, d := range spec.Drives {
+		slot := -1
+		for i, s := range v.slots {
+			if s == "" {
+				slot = i
+				break
+			}
+		}
+		size, err := imageSize(d.Path)
+		if err != nil {
+			return fmt.Errorf("vm: drive %s: %w", d.Path, err)
+		}
+		if err := v.api.AttachDrive(ctx, slot, vmmapi.DriveRequest{Path: d.Path, ReadOnly: d.ReadOnly}); err != nil {
+			return fmt.Errorf("vm: attach %s to slot %d: %w", d.Path, slot, err)
+		}
+		v.slots[slot] = pendingSlot
+		attached = append(attached, pending{slot, size})
+	}
+	t = time.Now()
+	if err := v.api.Action(ctx, vmmapi.ActionResume); err != nil {
+		return fmt.Errorf("vm: resume the restored VM: %w", err)
+	}
+	v.Steps = append(v.Steps, Step{Name: "restore.resume", Duration: time.Since(t)})
+	if err := v.connect(ctx, true); err != nil {
+		return err
+	}
+	t = time.Now()
+	for _, a := range attached {
+		dev, err := v.waitDisk(ctx, a.slot, a.size)
+		if err != nil {
+			return err
+		}
+		v.slots[a.slot] = dev
+		v.devices = append(v.devices, dev)
+	}
+	v.Steps = append(v.Steps, Step{Name: "restore.disks", Duration: time.Since(t)})
+	return nil
 }
 
 // coldBoot runs `ember vmm --config` and waits for the agent.
@@ -199,6 +263,8 @@ func coldBoot(ctx context.Context, spec Spec, v *VM) error {
 		VCPUs:     cfg.VCPUs,
 		RNG:       true,
 		Vsock:     &boot.Vsock{GuestCID: GuestCID, UDS: filepath.Join(spec.Dir, vsockSocket)},
+		// Later containers of the pod attach their rootfs to these.
+		SpareDrives: cfg.SpareDrives,
 	}
 	for i, d := range spec.Drives {
 		bc.Drives = append(bc.Drives, boot.Drive{Path: d.Path, ReadOnly: d.ReadOnly, ID: "ember" + strconv.Itoa(i)})
@@ -216,8 +282,11 @@ func coldBoot(ctx context.Context, spec Spec, v *VM) error {
 		return err
 	}
 	v.Steps = append(v.Steps, Step{Name: "boot.vmm-ready", Duration: time.Since(t)})
-	v.drives = len(spec.Drives)
-	return v.connect(ctx)
+	for i := range spec.Drives {
+		v.devices = append(v.devices, DevicePath(i))
+	}
+	v.slots = make([]string, cfg.SpareDrives)
+	return v.connect(ctx, false)
 }
 
 // spawn starts `ember vmm` with args and waits until its API serves.
@@ -290,8 +359,10 @@ func (v *VM) tail() string {
 	return out
 }
 
-// connect dials the agent and tells it the VM is ready.
-func (v *VM) connect(ctx context.Context) error {
+// connect dials the agent and tells it the VM is ready; a restored VM's
+// agent first gets the host's clock and fresh entropy (every restore of a
+// snapshot would otherwise share the guest's random state).
+func (v *VM) connect(ctx context.Context, restored bool) error {
 	t := time.Now()
 	actx, cancel := context.WithTimeout(ctx, time.Duration(v.cfg.AgentTimeout))
 	defer cancel()
@@ -318,6 +389,16 @@ func (v *VM) connect(ctx context.Context) error {
 	v.agent = c
 	v.Steps = append(v.Steps, Step{Name: "agent.connect", Duration: time.Since(t)})
 	t = time.Now()
+	if restored {
+		if _, err := v.agent.SetTime(actx, &api.SetTimeRequest{UnixNano: time.Now().UnixNano()}); err != nil {
+			return fmt.Errorf("vm: agent set time: %w", err)
+		}
+		seed := make([]byte, 32)
+		rand.Read(seed)
+		if _, err := v.agent.AddEntropy(actx, &api.AddEntropyRequest{Data: seed}); err != nil {
+			return fmt.Errorf("vm: agent add entropy: %w", err)
+		}
+	}
 	if _, err := v.agent.Ready(actx, &api.ReadyRequest{VmId: v.ID}); err != nil {
 		return fmt.Errorf("vm: agent ready: %w", err)
 	}
@@ -348,12 +429,6 @@ func (v *VM) Err() error {
 	v.exitMu.Lock()
 	defer v.exitMu.Unlock()
 	return v.exitErr
-}
-
-// AttachDrive attaches another drive to the running VM and returns its
-// guest device path.
-func (v *VM) AttachDrive(ctx context.Context, d rootfs.Drive) (string, error) {
-	return "", ErrNoHotAttach
 }
 
 // DevicePath is the guest device of the i-th drive given at boot.

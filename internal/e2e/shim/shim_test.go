@@ -386,6 +386,43 @@ func TestNativeShim(t *testing.T) {
 		}
 	})
 
+	t.Run("Pod", func(t *testing.T) {
+		// Containers of one pod share its VM: the first boots it with its
+		// rootfs as a boot drive, the others attach theirs to spare drive
+		// slots of the running VM, and a slot freed by Delete is reused.
+		pod := []string{"--annotation", "io.kubernetes.cri.sandbox-id=pod1"}
+		e.must(0, e.run("pod1-a", append([]string{"-d"}, pod...), "sh", "-c", "echo first > /marker; while :; do sleep 1; done")...)
+		defer e.ctr("containers", "rm", "pod1-a")
+		for i, id := range []string{"pod1-b", "pod1-c"} {
+			r := e.must(0, e.run(id, append([]string{"--rm"}, pod...), "sh", "-c", "test ! -e /marker && echo second-$(cat /etc/hostname)")...)
+			if !strings.HasPrefix(r.stdout, "second-") {
+				t.Fatalf("container %d in the pod: stdout %q stderr %q", i+2, r.stdout, r.stderr)
+			}
+			t.Logf("ctr run --rm %s in the running pod VM (spare drive slot): %v", id, r.took.Round(time.Millisecond))
+		}
+		dirs, _ := os.ReadDir(e.stateDir)
+		vms := 0
+		for _, d := range dirs {
+			if d.Name() != "consoles" {
+				vms++
+			}
+		}
+		if vms != 1 {
+			t.Errorf("%d VM state directories for one pod", vms)
+		}
+		e.must(0, "task", "kill", "-s", "SIGKILL", "pod1-a")
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(e.must(0, "task", "ls").stdout, "STOPPED") {
+			if time.Now().After(deadline) {
+				t.Fatal("pod1-a not stopped 30 s after SIGKILL")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		e.must(0, "task", "rm", "pod1-a")
+		e.must(0, "containers", "rm", "pod1-a")
+		e.waitNoLeftovers(t)
+	})
+
 	t.Run("FinalNoLeftovers", func(t *testing.T) { e.waitNoLeftovers(t) })
 }
 
