@@ -249,13 +249,13 @@ func (v *VM) restoreVirtio(slot PersistedSlot, pv PersistedVirtio, cfg *Config, 
 		ni := NetInterface{TAP: st.Config.HostDevName, HostAddr: pv.Net.HostAddr}
 		if *nets < len(opts.Nets) {
 			o := opts.Nets[*nets]
-			ni.TAP = o.TAP
+			ni.TAP, ni.NetNS = o.TAP, o.NetNS
 			if o.HostAddr.IsValid() {
 				ni.HostAddr = o.HostAddr
 			}
 		}
 		*nets++
-		tc := tap.Config{Name: ni.TAP}
+		tc := tap.Config{Name: ni.TAP, NetNS: ni.NetNS}
 		if ni.HostAddr.IsValid() {
 			tc.Addrs = []netip.Prefix{ni.HostAddr}
 		}
@@ -271,7 +271,7 @@ func (v *VM) restoreVirtio(slot PersistedSlot, pv PersistedVirtio, cfg *Config, 
 		}
 		dev, closers = d, []io.Closer{d}
 		v.taps = append(v.taps, t.Name())
-		cfg.Nets = append(cfg.Nets, NetInterface{TAP: t.Name(), HostAddr: ni.HostAddr, GuestMAC: macString(st.Config.MAC)})
+		cfg.Nets = append(cfg.Nets, NetInterface{TAP: t.Name(), HostAddr: ni.HostAddr, GuestMAC: macString(st.Config.MAC), NetNS: ni.NetNS})
 	case "rng":
 		if pv.RNG == nil {
 			return fmt.Errorf("%w: no rng state", ErrSnapshot)

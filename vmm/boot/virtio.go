@@ -36,6 +36,10 @@ type NetInterface struct {
 	HostAddr netip.Prefix `json:"host_addr,omitempty"`
 	// GuestMAC is the guest's MAC address (empty: a fixed local one).
 	GuestMAC string `json:"guest_mac,omitempty"`
+	// NetNS is the network namespace (a path such as /var/run/netns/NAME
+	// or /proc/PID/ns/net) the TAP is created in; empty: the VMM's own. A
+	// pod's TAP lives in the pod's namespace, next to its CNI interface.
+	NetNS string `json:"netns,omitempty"`
 }
 
 // attachment is one virtio device on the MMIO bus and what to release.
@@ -104,7 +108,7 @@ func (v *VM) addVirtioDevices(cfg Config) error {
 		return err
 	}
 	for i, n := range cfg.Nets {
-		tc := tap.Config{Name: n.TAP}
+		tc := tap.Config{Name: n.TAP, NetNS: n.NetNS}
 		if n.HostAddr.IsValid() {
 			tc.Addrs = []netip.Prefix{n.HostAddr}
 		}
