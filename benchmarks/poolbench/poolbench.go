@@ -84,8 +84,12 @@ func (o *Options) defaults() {
 type Row struct {
 	Source      string // "pool" or "cold restore"
 	Concurrency int
-	// Stats of the client-measured claim latency.
+	// Stats of the client-measured claim latency: from sending the claim
+	// to having the answer.
 	Stats vmcore.Stats
+	// Running is from sending the claim to the guest's first report to
+	// its VMM (a port write a few instructions after it resumed).
+	Running vmcore.Stats
 	// Daemon is the same claims as the pool daemon timed them (Claim.Total),
 	// Get its part to get a VMM (pop a ready one, or start one cold) and
 	// Identify its part to apply the identity and resume.
@@ -262,21 +266,22 @@ func (d *daemon) waitReady(ctx context.Context, n int) error {
 // round claims conc VMs of profile at once and returns the client-side
 // and daemon-side latencies. Every claimed guest is then run to its end
 // and its result checked.
-func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int) (client []time.Duration, claims []*pool.Claim, err error) {
+func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int) (client, running []time.Duration, claims []*pool.Claim, err error) {
 	claims = make([]*pool.Claim, conc)
 	took := make([]time.Duration, conc)
+	sent := make([]time.Time, conc)
 	errs := make([]error, conc)
 	var wg sync.WaitGroup
 	for i := range conc {
 		wg.Go(func() {
-			t0 := time.Now()
+			sent[i] = time.Now()
 			claims[i], errs[i] = d.client.Claim(ctx, pool.ClaimRequest{Profile: profile, Resume: true})
-			took[i] = time.Since(t0)
+			took[i] = time.Since(sent[i])
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	want := "pool"
 	if profile == "cold" {
@@ -286,21 +291,55 @@ func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int) 
 		if c.Source != want {
 			err = errors.Join(err, fmt.Errorf("%w: a %s claim came from %s", ErrBench, profile, c.Source))
 		}
-		if cerr := b.finish(ctx, c); cerr != nil {
+		first, cerr := b.finish(ctx, c)
+		if cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 		client = append(client, took[i])
+		if !first.IsZero() {
+			running = append(running, first.Sub(sent[i]))
+		}
 	}
-	return client, claims, err
+	return client, running, claims, err
 }
 
-// finish waits for a claimed guest's end, checks what it computed and
-// waits for its VMM to exit.
-func (b *bench) finish(ctx context.Context, c *pool.Claim) error {
+// finish waits for a claimed guest's end, checks what it computed, waits
+// for its VMM to exit and returns when the guest first reported.
+func (b *bench) finish(ctx context.Context, c *pool.Claim) (time.Time, error) {
 	cl := api.NewClient(c.Socket)
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	first, err := b.firstReport(ctx, cl)
+	if err != nil {
+		return first, fmt.Errorf("%w: claimed VM %s: %w", ErrBench, c.ID, err)
+	}
+	return first, b.check(ctx, cl, c)
+}
+
+// firstReport returns when the claimed guest first reported to its VMM,
+// or the zero time if its VMM does not tell (an earlier ember).
+func (b *bench) firstReport(ctx context.Context, cl *api.Client) (time.Time, error) {
+	for {
+		m, err := cl.Metrics(ctx)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if !m.FirstReportAt.IsZero() {
+			return m.FirstReportAt, nil
+		}
+		if info, err := cl.Info(ctx); err != nil || info.State == api.StateStopped {
+			return time.Time{}, err // it ended without saying
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("the guest never reported: %w", ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func (b *bench) check(ctx context.Context, cl *api.Client, c *pool.Claim) error {
 	ei, err := cl.Wait(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: claimed VM %s: %w", ErrBench, c.ID, err)
@@ -331,7 +370,7 @@ func (b *bench) prepare(ctx context.Context) error {
 		return err
 	}
 	defer d.stop()
-	_, _, err = b.round(ctx, d, "cold", 1)
+	_, _, _, err = b.round(ctx, d, "cold", 1)
 	return err
 }
 
@@ -360,7 +399,7 @@ func (b *bench) measure(ctx context.Context, conc int, rep *Report) error {
 		}
 		return nil
 	}
-	var pc, bc, cc []time.Duration
+	var pc, bc, cc, pr, br, cr []time.Duration
 	var pd, bd, cd []*pool.Claim
 	for len(pc) < b.o.Runs || len(cc) < b.o.Runs {
 		if err := ready(); err != nil {
@@ -369,41 +408,41 @@ func (b *bench) measure(ctx context.Context, conc int, rep *Report) error {
 		if rep.Idle.RSS == 0 {
 			rep.Idle = idleRSS(d.runDir)
 		}
-		c, cl, err := b.round(ctx, d, "pool", conc)
+		c, r, cl, err := b.round(ctx, d, "pool", conc)
 		if err != nil {
 			return err
 		}
-		pc, pd = append(pc, c...), append(pd, cl...)
+		pc, pr, pd = append(pc, c...), append(pr, r...), append(pd, cl...)
 		if base != nil {
 			if err := ready(); err != nil {
 				return err
 			}
-			if c, cl, err = b.round(ctx, base, "pool", conc); err != nil {
+			if c, r, cl, err = b.round(ctx, base, "pool", conc); err != nil {
 				return err
 			}
-			bc, bd = append(bc, c...), append(bd, cl...)
+			bc, br, bd = append(bc, c...), append(br, r...), append(bd, cl...)
 		}
 		if err := ready(); err != nil {
 			return err
 		}
-		if c, cl, err = b.round(ctx, d, "cold", conc); err != nil {
+		if c, r, cl, err = b.round(ctx, d, "cold", conc); err != nil {
 			return err
 		}
-		cc, cd = append(cc, c...), append(cd, cl...)
+		cc, cr, cd = append(cc, c...), append(cr, r...), append(cd, cl...)
 	}
-	rep.Rows = append(rep.Rows, newRow("pool", conc, pc, pd))
+	rep.Rows = append(rep.Rows, newRow("pool", conc, pc, pr, pd))
 	if base != nil {
-		rep.Rows = append(rep.Rows, newRow("pool (baseline)", conc, bc, bd))
+		rep.Rows = append(rep.Rows, newRow("pool (baseline)", conc, bc, br, bd))
 	}
-	rep.Rows = append(rep.Rows, newRow("cold restore", conc, cc, cd))
+	rep.Rows = append(rep.Rows, newRow("cold restore", conc, cc, cr, cd))
 	return nil
 }
 
-func newRow(source string, conc int, client []time.Duration, claims []*pool.Claim) Row {
+func newRow(source string, conc int, client, running []time.Duration, claims []*pool.Claim) Row {
 	var total, get, identify []time.Duration
 	for _, c := range claims {
 		total, get, identify = append(total, c.Total), append(get, c.Wait), append(identify, c.Identify)
 	}
-	return Row{Source: source, Concurrency: conc, Stats: vmcore.Summarize(client),
+	return Row{Source: source, Concurrency: conc, Stats: vmcore.Summarize(client), Running: vmcore.Summarize(running),
 		Daemon: vmcore.Summarize(total), Get: vmcore.Summarize(get), Identify: vmcore.Summarize(identify)}
 }

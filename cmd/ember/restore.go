@@ -320,7 +320,7 @@ func restoreTestGuestForVMM(ctx context.Context, sys *kvm.System, snap *snapshot
 	p.Memory.StartPrefetch()
 	acc := p.Memory.Accessor()
 	hooks := vmmproc.Hooks{
-		Reports: p.Reports,
+		Reports: p.Reports, FirstReport: p.Ports.FirstWrite,
 		ApplyIdentity: func(_ context.Context, idn api.Identity) error {
 			return testguest.WriteIdentity(acc, idn.Nonce)
 		},

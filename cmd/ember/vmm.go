@@ -123,7 +123,7 @@ func runVMM(ctx context.Context, args []string) error {
 		}
 		defer g.Close()
 		inst = vmmproc.New(*id, g.Machine, "testguest", vmmproc.Hooks{
-			Reports: g.Ports.Reports,
+			Reports: g.Ports.Reports, FirstReport: g.Ports.FirstWrite,
 			ApplyIdentity: func(_ context.Context, idn api.Identity) error {
 				return testguest.WriteIdentity(g.Memory(), idn.Nonce)
 			},

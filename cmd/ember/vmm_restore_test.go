@@ -145,6 +145,7 @@ func TestVMMRestoreTestGuest(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			id := api.Identity{ID: "vm", Nonce: fmt.Sprintf("%016x", time.Now().UnixNano()) + strings.Repeat("5a", 8)}
+			resumed := time.Now()
 			if err := c.SetIdentityAndResume(ctx, id); err != nil {
 				t.Fatal(err)
 			}
@@ -164,6 +165,9 @@ func TestVMMRestoreTestGuest(t *testing.T) {
 			}
 			if m.Restore == nil || m.Restore.Backend != tt.backend {
 				t.Fatalf("restore metrics %+v", m.Restore)
+			}
+			if m.FirstReportAt.Before(resumed) || m.FirstReportAt.After(time.Now()) {
+				t.Errorf("first report at %v, resumed at %v", m.FirstReportAt, resumed)
 			}
 			if tt.check != nil {
 				tt.check(t, m)

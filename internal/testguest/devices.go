@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/embervm/ember/vmm"
 	"github.com/embervm/ember/vmm/bus"
@@ -18,6 +19,7 @@ type Ports struct {
 	reports []uint64
 	out     io.Writer
 	pings   atomic.Uint64
+	first   atomic.Int64 // Unix ns of the first write, 0 before
 }
 
 var _ bus.Device = (*Ports)(nil)
@@ -38,6 +40,15 @@ func (p *Ports) Reports() []uint64 {
 	return append([]uint64(nil), p.reports...)
 }
 
+// FirstWrite returns when the guest first wrote to a test port (a report,
+// an exit, ...), or the zero time if it has not yet.
+func (p *Ports) FirstWrite() time.Time {
+	if ns := p.first.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // Pings returns how many times the guest wrote PortPing.
 func (p *Ports) Pings() uint64 { return p.pings.Load() }
 
@@ -55,6 +66,9 @@ func (p *Ports) Read(offset uint64, data []byte) error {
 
 // Write implements bus.Device.
 func (p *Ports) Write(offset uint64, data []byte) error {
+	if p.first.Load() == 0 {
+		p.first.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	v := value(data)
 	switch offset + PortReportLo {
 	case PortReportLo:

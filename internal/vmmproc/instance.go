@@ -19,6 +19,9 @@ import (
 type Hooks struct {
 	// Reports returns values a test guest reported (optional).
 	Reports func() []uint64
+	// FirstReport returns when a test guest first reported (optional;
+	// zero until then).
+	FirstReport func() time.Time
 	// ApplyIdentity makes the VM distinct (optional; without it SetIdentity
 	// is unsupported).
 	ApplyIdentity func(ctx context.Context, id api.Identity) error
@@ -233,6 +236,9 @@ func (in *Instance) Metrics() api.Metrics {
 	m := api.Metrics{Exits: exits, Uptime: time.Since(in.born), StartedAt: in.born, RSSBytes: rss()}
 	if in.hooks.Restore != nil {
 		m.Restore = in.hooks.Restore()
+	}
+	if in.hooks.FirstReport != nil {
+		m.FirstReportAt = in.hooks.FirstReport()
 	}
 	return m
 }

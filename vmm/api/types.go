@@ -122,6 +122,10 @@ type Metrics struct {
 	RSSBytes  uint64        `json:"rss_bytes"`
 	Restore   *RestoreStats `json:"restore,omitempty"`
 	StartedAt time.Time     `json:"started_at"`
+	// FirstReportAt is when a test guest first wrote to its report ports,
+	// a few instructions after it first ran (zero for other guests, or
+	// before that).
+	FirstReportAt time.Time `json:"first_report_at,omitzero"`
 }
 
 // RestoreStats describe how the VM's memory was restored.
