@@ -36,7 +36,11 @@ type env struct {
 	envv     []string
 }
 
-func startContainerd(t *testing.T) *env {
+func startContainerd(t *testing.T) *env { return startContainerdWith(t, `backend = "boot"`) }
+
+// startContainerdWith starts containerd with the shim configured by
+// backendCfg (the backend and its settings).
+func startContainerdWith(t *testing.T, backendCfg string) *env {
 	root, err := os.MkdirTemp("", "e2e-cd-")
 	if err != nil {
 		t.Fatal(err)
@@ -48,12 +52,12 @@ kernel = %q
 initrd = %q
 memory_mib = 256
 vcpus = 1
-backend = "boot"
 state_dir = %q
 cache_dir = %q
 agent_timeout = "3m"
 keep_console = true
-`, kernelPath, initrdPath, e.stateDir, e.cacheDir)
+%s
+`, kernelPath, initrdPath, e.stateDir, e.cacheDir, backendCfg)
 	if ember, err := exec.LookPath("ember"); err == nil && ember != "/bin/ember" {
 		shimCfg = strings.Replace(shimCfg, `"/bin/ember"`, fmt.Sprintf("%q", ember), 1)
 	}
