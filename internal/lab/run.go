@@ -102,10 +102,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var waitErr error
 	stopped, frozen := false, false
 	var frozenCPU string // L1's registers when it froze or timed out
-	// A silent L1 gets one NMI (see below), at nudgedAt, when its last
-	// frame had come at nudgedLast; silentCPU is its state before.
+	// A silent L1 gets nudges (see nudges), the last at nudgedAt, its
+	// last frame having come at nudgedLast; silentCPU is its state before
+	// the first.
 	var (
-		nudged               bool
+		nudged               int
 		nudgedAt, nudgedLast time.Time
 		silentCPU            string
 	)
@@ -123,24 +124,30 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 			silent := time.Since(r.last)
 			switch {
-			case nudged && r.last.After(nudgedAt):
-				// Frames again after the NMI: it woke L1 up.
-				fmt.Fprintf(cfg.Stderr, "lab: L1 answers again %v after an NMI (it was silent for %v)\n",
-					r.last.Sub(nudgedAt).Round(time.Millisecond), nudgedAt.Sub(nudgedLast).Round(time.Second))
-				nudged = false
-			case !nudged && silent > cfg.FreezeTimeout/2:
+			case nudged > 0 && r.last.After(nudgedAt):
+				fmt.Fprintf(cfg.Stderr, "lab: L1 answers again %v after %s (it was silent for %v)\n",
+					r.last.Sub(nudgedAt).Round(time.Millisecond), nudges[nudged-1].name, nudgedAt.Sub(nudgedLast).Round(time.Second))
+				nudged = 0
+			case nudged < len(nudges) && silent > cfg.FreezeTimeout/2+time.Duration(nudged)*cfg.FreezeTimeout/8:
 				// Seen in frozen L1s: the vCPU halted with interrupts
-				// on and its timer interrupt never arriving. Note the
-				// state, then try to wake it with an NMI.
-				nudged, nudgedAt, nudgedLast = true, time.Now(), r.last
-				silentCPU = annotateRIP(cpuState(m.mon), r.text)
-				_, _ = monitorCommand(m.mon, "nmi")
-				fmt.Fprintf(cfg.Stderr, "lab: no word from L1 for %v; sent it an NMI\n", silent.Round(time.Second))
+				// on and the timer interrupt pending in the local APIC,
+				// never delivered. Note the state, then try to wake it.
+				if nudged == 0 {
+					nudgedLast = r.last
+					silentCPU = annotateRIP(cpuState(m.mon), r.text)
+				}
+				n := nudges[nudged]
+				for _, c := range n.commands {
+					_, _ = monitorCommand(m.mon, c)
+				}
+				nudged++
+				nudgedAt = time.Now()
+				fmt.Fprintf(cfg.Stderr, "lab: no word from L1 for %v; %s\n", silent.Round(time.Second), n.name)
 			case silent > cfg.FreezeTimeout:
 				frozen = true
 				frozenCPU = annotateRIP(cpuState(m.mon), r.text)
 				if silentCPU != "" {
-					frozenCPU = "before the NMI:\n" + silentCPU + "\nafter the NMI:\n" + frozenCPU
+					frozenCPU = "before the nudges:\n" + silentCPU + "\nafter them:\n" + frozenCPU
 				}
 				m.kill()
 			}
@@ -196,6 +203,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	default:
 		return res, fmt.Errorf("%w (QEMU: %v)%s%s", ErrLost, waitErr, qemuNote(m.errb.String()), consoleNote(res.Console))
 	}
+}
+
+// nudges are what the host tries, one after the other, on a silent L1
+// before it declares it frozen: an NMI (any interrupt ends a halt), then
+// stopping and continuing the emulator (QEMU re-evaluates the halted vCPU's
+// pending work when it restarts it).
+var nudges = []struct {
+	name     string
+	commands []string
+}{
+	{"sent it an NMI", []string{"nmi"}},
+	{"stopped and continued QEMU", []string{"stop", "cont"}},
 }
 
 func cpuNote(regs string) string {
