@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs containerd 2.4.2, ctr and containerd-shim-runc-v2 (same release:
 # Debian's 1.6 runc shim cannot speak containerd 2.4's start protocol) into
-# a cache directory, with go install. Idempotent: a binary already built at
-# this version is kept. Prints the directory on the last line.
+# a cache directory, and the CNI plugins bridge, host-local and loopback
+# (v1.9.0) into its cni/ subdirectory, with go install. Idempotent: a binary
+# already built at its version is kept. Prints the directory on the last
+# line.
 #
 #   scripts/containerd-setup.sh            # -> ~/.cache/ember/bin
 #   EMBER_BIN_DIR=/opt/x scripts/containerd-setup.sh
@@ -29,5 +31,24 @@ if ((${#todo[@]})); then
 fi
 for b in containerd ctr containerd-shim-runc-v2; do
   have "$b" || { echo "containerd-setup: $dir/$b is not $version" >&2; exit 1; }
+done
+
+cni_version=${CNI_PLUGINS_VERSION:-v1.9.0}
+cni_mod=github.com/containernetworking/plugins
+have_cni() { # have_cni PLUGIN: true if cni/PLUGIN was built from $cni_version
+  [[ -x "$dir/cni/$1" ]] && go version -m "$dir/cni/$1" 2>/dev/null |
+    grep -q "mod[[:space:]]*$cni_mod[[:space:]]*$cni_version"
+}
+todo=()
+for p in main/bridge ipam/host-local main/loopback; do
+  have_cni "${p#*/}" || todo+=("$cni_mod/plugins/$p@$cni_version")
+done
+if ((${#todo[@]})); then
+  echo "containerd-setup: building ${todo[*]}" >&2
+  mkdir -p "$dir/cni"
+  GOBIN="$dir/cni" CGO_ENABLED=0 go install "${todo[@]}"
+fi
+for p in bridge host-local loopback; do
+  have_cni "$p" || { echo "containerd-setup: $dir/cni/$p is not $cni_version" >&2; exit 1; }
 done
 echo "$dir"
