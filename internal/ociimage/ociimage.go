@@ -15,7 +15,7 @@ import (
 )
 
 // BusyboxApplets are linked to /bin/busybox in the image.
-var BusyboxApplets = []string{"sh", "echo", "cat", "sleep", "true", "false", "ls", "ps", "wc", "head", "id", "hostname"}
+var BusyboxApplets = []string{"sh", "echo", "cat", "sleep", "true", "false", "ls", "ps", "wc", "head", "id", "hostname", "grep", "cut", "ip", "ping"}
 
 type descriptor struct {
 	MediaType   string            `json:"mediaType"`

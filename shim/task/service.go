@@ -38,6 +38,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"github.com/embervm/ember/guest/api"
 	"github.com/embervm/ember/shim/config"
+	"github.com/embervm/ember/shim/network"
 	"github.com/embervm/ember/shim/process"
 	"github.com/embervm/ember/shim/rootfs"
 	"github.com/embervm/ember/shim/stdio"
@@ -301,7 +302,16 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	newVM := s.sandbox == nil
 	tVM := time.Now()
 	if newVM {
-		sb, err := s.opts.StartVM(ctx, vm.Spec{ID: id, Dir: vmDir, Config: cfg, Drives: []rootfs.Drive{drive}})
+		// A pod network (CNI set up in the namespace the spec names, as
+		// the CRI plugin does) goes to the VM.
+		var podNet *network.Pod
+		if path := network.NetNSFromSpec(spec); path != "" {
+			if podNet, err = network.Discover(path); err != nil {
+				cleanupDrive()
+				return nil, err
+			}
+		}
+		sb, err := s.opts.StartVM(ctx, vm.Spec{ID: id, Dir: vmDir, Config: cfg, Drives: []rootfs.Drive{drive}, Network: podNet})
 		if err != nil {
 			cleanupDrive()
 			s.opts.Cleanup(vmDir, cfg)

@@ -27,6 +27,7 @@ type Agent interface {
 	SetTime(context.Context, *api.SetTimeRequest) (*api.SetTimeResponse, error)
 	AddEntropy(context.Context, *api.AddEntropyRequest) (*api.AddEntropyResponse, error)
 	WaitBlockDevice(context.Context, *api.WaitBlockDeviceRequest) (*api.WaitBlockDeviceResponse, error)
+	ConfigureNetwork(context.Context, *api.ConfigureNetworkRequest) (*api.ConfigureNetworkResponse, error)
 	Ready(context.Context, *api.ReadyRequest) (*api.ReadyResponse, error)
 	Shutdown(context.Context, *api.ShutdownRequest) (*api.ShutdownResponse, error)
 }

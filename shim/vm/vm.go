@@ -25,6 +25,7 @@ import (
 	"github.com/embervm/ember/guest/api"
 	"github.com/embervm/ember/guest/client"
 	"github.com/embervm/ember/shim/config"
+	"github.com/embervm/ember/shim/network"
 	"github.com/embervm/ember/shim/rootfs"
 	vmmapi "github.com/embervm/ember/vmm/api"
 	"github.com/embervm/ember/vmm/boot"
@@ -71,6 +72,11 @@ type Spec struct {
 	// in order (/dev/vda, ...), a restore attaches them to spare slots.
 	// VM.Devices says where the guest sees them.
 	Drives []rootfs.Drive
+	// Network is the pod's CNI network, if it has one: the VM gets a
+	// virtio-net interface on a TAP in the pod's namespace, connected to
+	// the CNI interface, and the guest takes over its addresses. Only a
+	// cold boot can give a VM an interface.
+	Network *network.Pod
 }
 
 // Step is one timed step of getting a VM.
@@ -99,6 +105,8 @@ type VM struct {
 
 	slotMu sync.Mutex
 	slots  []string // per spare drive slot: the guest device, "" when free
+
+	net *network.Pod // connected to the VM's TAP (see network.go)
 
 	done     chan struct{}
 	exitOnce sync.Once
@@ -175,6 +183,9 @@ func claimPool(ctx context.Context, spec Spec, v *VM) error {
 	if spec.Config.PoolSocket == "" {
 		return fmt.Errorf("%w: no pool_socket configured", ErrSkipped)
 	}
+	if spec.Network != nil {
+		return fmt.Errorf("%w: %w", ErrSkipped, errNetworkNeedsBoot)
+	}
 	return fmt.Errorf("%w: pooled VMs do not expose their vsock socket to claimers yet", ErrSkipped)
 }
 
@@ -186,6 +197,9 @@ func claimPool(ctx context.Context, spec Spec, v *VM) error {
 func restoreSnapshot(ctx context.Context, spec Spec, v *VM) error {
 	if spec.Config.SnapshotProfile == "" {
 		return fmt.Errorf("%w: no snapshot_profile configured", ErrSkipped)
+	}
+	if spec.Network != nil {
+		return fmt.Errorf("%w: %w", ErrSkipped, errNetworkNeedsBoot)
 	}
 	t := time.Now()
 	if err := v.spawn(ctx, "--restore", spec.Config.SnapshotProfile, "--backend", "mmap",
@@ -269,6 +283,9 @@ func coldBoot(ctx context.Context, spec Spec, v *VM) error {
 	for i, d := range spec.Drives {
 		bc.Drives = append(bc.Drives, boot.Drive{Path: d.Path, ReadOnly: d.ReadOnly, ID: "ember" + strconv.Itoa(i)})
 	}
+	if n := spec.Network; n != nil {
+		bc.Nets = []boot.NetInterface{{TAP: netTAP, GuestMAC: n.MAC.String(), NetNS: n.NetNS}}
+	}
 	b, err := json.MarshalIndent(bc, "", "  ")
 	if err != nil {
 		return err
@@ -286,7 +303,13 @@ func coldBoot(ctx context.Context, spec Spec, v *VM) error {
 		v.devices = append(v.devices, DevicePath(i))
 	}
 	v.slots = make([]string, cfg.SpareDrives)
-	return v.connect(ctx, false)
+	if err := v.connectNetwork(spec.Network); err != nil {
+		return err
+	}
+	if err := v.connect(ctx, false); err != nil {
+		return err
+	}
+	return v.configureGuestNetwork(ctx)
 }
 
 // spawn starts `ember vmm` with args and waits until its API serves.
@@ -489,6 +512,7 @@ func (v *VM) Kill() {
 			}
 		}
 		os.Remove(filepath.Join(v.Dir, PidFile))
+		v.disconnectNetwork(context.Background())
 	})
 }
 

@@ -25,6 +25,7 @@ var (
 	kernelPath = "/fixtures/shim/vmlinux"
 	initrdPath = "/fixtures/shim/agent.cpio.gz"
 	binDir     = "/fixtures/shim/bin" // containerd, ctr, containerd-shim-ember-v2
+	cniBinDir  = "/opt/cni/bin"       // bridge, host-local, loopback
 	mkfsPath   = "/sbin/mkfs.ext4"
 )
 
@@ -49,6 +50,9 @@ func TestMain(m *testing.M) {
 	labtest.Main(m, labtest.WithFiles(files...), labtest.WithConfig(func(c *lab.Config) {
 		// containerd, its content store and snapshots, and a 256 MiB VM.
 		c.MemoryMiB = max(c.MemoryMiB, 3072)
+		// The CNI bridge plugin's bridge and veth, and the shim's tc
+		// redirects (a host loads these on demand; L1 has no modprobe).
+		c.Modules = append(c.Modules, "bridge", "veth", "sch_ingress", "cls_u32", "act_mirred")
 	}))
 }
 
@@ -84,10 +88,14 @@ func buildFixtures(dir string) ([]lab.File, error) {
 		{HostPath: filepath.Join(cdBin, "ctr"), GuestPath: "/fixtures/shim/bin/ctr"},
 		{HostPath: mkfsPath, GuestPath: mkfsPath},
 	}
+	for _, p := range []string{"bridge", "host-local", "loopback"} {
+		files = append(files, lab.File{HostPath: filepath.Join(cdBin, "cni", p), GuestPath: filepath.Join(cniBinDir, p)})
+	}
 	if _, err := os.Stat("/etc/mke2fs.conf"); err == nil {
 		files = append(files, lab.File{HostPath: "/etc/mke2fs.conf", GuestPath: "/etc/mke2fs.conf"})
 	}
 	// Natively the binaries are used from where they are.
+	cniBinDir = filepath.Join(cdBin, "cni")
 	if err := os.Symlink(filepath.Join(cdBin, "containerd"), filepath.Join(dir, "containerd")); err != nil {
 		return nil, err
 	}
