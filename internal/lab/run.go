@@ -137,6 +137,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					silentCPU = annotateRIP(cpuState(m.mon), r.text)
 				}
 				n := nudges[nudged]
+				if n.commands == nil {
+					_, _ = m.conn.Write([]byte{labproto.Nudge})
+				}
 				for _, c := range n.commands {
 					_, _ = monitorCommand(m.mon, c)
 				}
@@ -206,13 +209,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 // nudges are what the host tries, one after the other, on a silent L1
-// before it declares it frozen: an NMI (any interrupt ends a halt), then
-// stopping and continuing the emulator (QEMU re-evaluates the halted vCPU's
-// pending work when it restarts it).
+// before it declares it frozen. Frozen L1s were halted with interrupts on
+// and the timer vector pending in the LAPIC's IRR, which suggests QEMU lost
+// the CPU's interrupt request: a new device interrupt makes the APIC raise
+// it again. Then an NMI, then stopping and continuing the emulator.
 var nudges = []struct {
 	name     string
-	commands []string
+	commands []string // monitor commands; none: write a Nudge byte
 }{
+	{"wrote to its virtio-serial port (a device interrupt)", nil},
 	{"sent it an NMI", []string{"nmi"}},
 	{"stopped and continued QEMU", []string{"stop", "cont"}},
 }
