@@ -367,7 +367,10 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		failed()
 		return nil, fmt.Errorf("create %s in the VM: %w", r.ID, err)
 	}
-	p.SetPid(resp.Pid)
+	// containerd sees the VMM's pid for every process of the VM (guest
+	// pids mean nothing on the host); the guest's are in Pids and logs.
+	p.SetPid(s.hostPid())
+	logger.Debugf("guest pid %d", resp.Pid)
 	c := &container{id: r.ID, bundle: r.Bundle, spec: spec, drive: drive, device: device, attached: !newVM,
 		init: p, execs: map[string]*proc{}}
 	s.containers[r.ID] = c
@@ -383,9 +386,19 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Rootfs:      r.Rootfs,
 		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 		Checkpoint:  r.Checkpoint,
-		Pid:         resp.Pid,
+		Pid:         p.Pid(),
 	})
-	return &taskAPI.CreateTaskResponse{Pid: resp.Pid}, nil
+	return &taskAPI.CreateTaskResponse{Pid: p.Pid()}, nil
+}
+
+// hostPid is the pid containerd sees for the VM's processes: the VMM's
+// (as Kata reports its hypervisor's). It runs in its own network
+// namespace, so /proc/PID/ns/net never names the host's.
+func (s *Service) hostPid() uint32 {
+	if s.sandbox == nil {
+		return 0
+	}
+	return uint32(s.sandbox.Pid())
 }
 
 func shortHash(s string) string {
@@ -571,9 +584,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", r.ID, err)
 		}
-		if resp.Pid != 0 {
-			p.SetPid(resp.Pid)
-		}
+		log.G(ctx).WithField("id", r.ID).Debugf("started, guest pid %d", resp.Pid)
 		if err := p.Transition(process.EventStart); err != nil {
 			return nil, err
 		}
@@ -590,14 +601,15 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	if err != nil {
 		return nil, fmt.Errorf("exec %s in %s: %w", r.ExecID, r.ID, err)
 	}
-	p.SetPid(resp.Pid)
+	p.SetPid(s.hostPid())
+	log.G(ctx).WithField("id", r.ID).Debugf("exec %s: guest pid %d", r.ExecID, resp.Pid)
 	if err := p.Transition(process.EventStart); err != nil {
 		return nil, err
 	}
 	s.startPumps(a, p)
 	go s.waitExit(c, p)
-	s.publish(runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: resp.Pid})
-	return &taskAPI.StartResponse{Pid: resp.Pid}, nil
+	s.publish(runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: p.Pid()})
+	return &taskAPI.StartResponse{Pid: p.Pid()}, nil
 }
 
 // Delete deletes an exited (or never started) process; deleting the last

@@ -159,11 +159,16 @@ func TestLifecycleEvents(t *testing.T) {
 	if st, _ := s.State(ctx, &taskAPI.StateRequest{ID: "c1"}); st.Status != tasktypes.Status_CREATED {
 		t.Errorf("state %v", st.Status)
 	}
+	// containerd sees the VMM's pid (the fake's 1), not the guest's (7):
+	// ctr --cni would resolve a guest pid to a host process's namespace.
+	if st, _ := s.State(ctx, &taskAPI.StateRequest{ID: "c1"}); st.Pid != uint32(fv.Pid()) {
+		t.Errorf("state pid %d, want the VMM's %d", st.Pid, fv.Pid())
+	}
 	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "nope"}); status.Code(err) != codes.NotFound {
 		t.Errorf("delete unknown: %v", err)
 	}
-	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1"}); err != nil {
-		t.Fatal(err)
+	if st, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1"}); err != nil || st.Pid != uint32(fv.Pid()) {
+		t.Fatalf("start: %+v %v (want the VMM's pid)", st, err)
 	}
 	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1"}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("second start: %v", err)

@@ -330,7 +330,11 @@ func (v *VM) spawn(ctx context.Context, args ...string) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{readyW}
 	// Its own process group: signals meant for the shim do not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own, empty network namespace: the VMM needs none (its sockets
+	// are Unix sockets, a pod's TAP is made in the pod's namespace), and
+	// the VMM's pid is the tasks' pid, which tools such as ctr --cni
+	// resolve to /proc/PID/ns/net: that must not be the host's.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWNET}
 	err = cmd.Start()
 	readyW.Close()
 	if err != nil {
