@@ -15,7 +15,7 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		summary: "run a benchmark suite and print a markdown table (suites: core, snapshot, pool)",
+		summary: "run a benchmark suite and print a markdown table (suites: core, snapshot, pool: warm pool vs cold restore of one snapshot)",
 		run:     runBench,
 	})
 }

@@ -20,14 +20,14 @@ import (
 func init() {
 	register(&command{
 		name:    "snapshot",
-		summary: "create, inspect and merge snapshots (create --config F --out DIR | merge BASE DIFF OUT | inspect DIR | testguest DIR)",
+		summary: "create, inspect and merge snapshots (create --config F --out DIR | merge BASE DIFF OUT | inspect DIR | testguest [--program workingset|identity] DIR)",
 		run:     runSnapshot,
 	})
 }
 
 func runSnapshot(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return &exitError{code: 2, err: fmt.Errorf("usage: ember snapshot create --config F --out DIR [flags] | merge BASE DIFF OUT | inspect DIR | testguest [flags] DIR")}
+		return &exitError{code: 2, err: fmt.Errorf("usage: ember snapshot create --config F --out DIR [flags] | merge BASE DIFF OUT | inspect DIR | testguest [--program workingset|identity] [flags] DIR")}
 	}
 	switch args[0] {
 	case "merge":

@@ -25,7 +25,7 @@ import (
 func init() {
 	register(&command{
 		name:    "vmm",
-		summary: "run one VMM process serving the control API on a Unix socket",
+		summary: "run one VMM (a test guest, a Linux boot, or a restore of either kind of snapshot) behind the control API on a Unix socket",
 		run:     runVMM,
 	})
 }
