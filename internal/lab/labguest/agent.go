@@ -60,6 +60,10 @@ func Main(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Read the port from now on: the host's Nudge bytes (one a second)
+	// must be consumed, or the port's receive buffers run out and the
+	// nudges' interrupts with them.
+	acked := readAcks(port)
 	fw := labproto.NewFrameWriter(port)
 	if err := fw.WriteFrame(labproto.Hello, bootTime()); err != nil {
 		return err
@@ -81,7 +85,7 @@ func Main(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	waitAck(port, ackWait)
+	waitAck(acked, ackWait)
 	PowerOff()
 	return nil
 }
@@ -187,21 +191,32 @@ func bootTime() []byte {
 	return []byte(strconv.FormatInt(ts.Nano(), 10))
 }
 
-// waitAck waits up to d for the host's acknowledgement byte.
-func waitAck(port *os.File, d time.Duration) {
+// readAcks reads the port until the host's Ack (or an error), dropping
+// Nudge bytes; the returned channel is closed then.
+func readAcks(port *os.File) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		var b [1]byte
+		var b [64]byte
 		for {
 			n, err := port.Read(b[:])
-			if err != nil || (n == 1 && b[0] == labproto.Ack) {
+			for _, c := range b[:n] {
+				if c == labproto.Ack {
+					return
+				}
+			}
+			if err != nil {
 				return
 			}
 		}
 	}()
+	return done
+}
+
+// waitAck waits up to d for the host's acknowledgement byte.
+func waitAck(acked <-chan struct{}, d time.Duration) {
 	select {
-	case <-done:
+	case <-acked:
 	case <-time.After(d):
 		slog.Warn("lab agent: no acknowledgement from the host", "waited", d)
 	}

@@ -59,8 +59,9 @@ const (
 // Fail frame.
 const Ack byte = 'A'
 
-// Nudge is a byte the host may write to the port at any time; the agent
-// ignores it. Its only effect is a device interrupt in L1 (see lab.Run).
+// Nudge is a byte the host writes to the port every second once the agent
+// said Hello; the agent reads and drops it. Its only effect is a device
+// interrupt in L1 (see lab.Run).
 const Nudge byte = 'N'
 
 // MaxPayload bounds a frame's payload; longer writes are split.
