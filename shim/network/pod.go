@@ -38,6 +38,9 @@ type Pod struct {
 	// Routes are the routes through it that have a gateway, and the
 	// default routes.
 	Routes []Route
+	// DNS is the pod's resolver configuration, for the guest's
+	// /etc/resolv.conf (not discovered: the caller sets it).
+	DNS DNS
 }
 
 // handleAt opens a route netlink socket in the namespace at path.
@@ -130,7 +133,8 @@ func Discover(path string) (*Pod, error) {
 }
 
 // Request is the agent's ConfigureNetwork request that gives the guest's
-// interface (whose MAC is p.MAC) the pod's addresses and routes.
+// interface (whose MAC is p.MAC) the pod's addresses and routes, and the
+// guest its DNS settings.
 func (p *Pod) Request() *api.ConfigureNetworkRequest {
 	mac := p.MAC.String()
 	itf := &api.Interface{Mac: mac, Mtu: uint32(p.MTU)}
@@ -148,5 +152,9 @@ func (p *Pod) Request() *api.ConfigureNetworkRequest {
 		}
 		req.Routes = append(req.Routes, rt)
 	}
+	for _, s := range p.DNS.Servers {
+		req.DnsServers = append(req.DnsServers, s.String())
+	}
+	req.DnsSearch, req.DnsOptions = p.DNS.Search, p.DNS.Options
 	return req
 }

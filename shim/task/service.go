@@ -111,6 +111,7 @@ type Service struct {
 	cache      *rootfs.Cache
 	sandbox    Sandbox
 	vmDir      string
+	pod        podContext // what the VM's containers take from the pod
 	containers map[string]*container
 }
 
@@ -311,13 +312,25 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 				return nil, err
 			}
 		}
+		pod := podContext{Hostname: spec.Hostname}
+		if podNet != nil {
+			// The CRI's resolv.conf for the pod (a host file) becomes
+			// the guest's, which the pod's containers bind.
+			dns, err := podDNS(spec)
+			if err != nil {
+				log.G(ctx).WithError(err).Warn("the pod's DNS settings do not reach the VM")
+			}
+			if len(dns.Servers) > 0 {
+				podNet.DNS, pod.ResolvConf = dns, guestResolvConf
+			}
+		}
 		sb, err := s.opts.StartVM(ctx, vm.Spec{ID: id, Dir: vmDir, Config: cfg, Drives: []rootfs.Drive{drive}, Network: podNet})
 		if err != nil {
 			cleanupDrive()
 			s.opts.Cleanup(vmDir, cfg)
 			return nil, err
 		}
-		s.sandbox, s.vmDir = sb, vmDir
+		s.sandbox, s.vmDir, s.pod = sb, vmDir, pod
 		device = sb.Devices()[0]
 		go s.watchVM(sb)
 	} else {
@@ -335,11 +348,11 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if newVM && len(s.containers) == 0 {
 			s.sandbox.Kill()
 			s.opts.Cleanup(vmDir, cfg)
-			s.sandbox, s.vmDir = nil, ""
+			s.sandbox, s.vmDir, s.pod = nil, "", podContext{}
 		}
 	}
 
-	gspec, dropped, err := guestSpec(spec)
+	gspec, dropped, err := guestSpec(spec, s.pod)
 	if err != nil {
 		failed()
 		return nil, err
@@ -399,6 +412,24 @@ func (s *Service) hostPid() uint32 {
 		return 0
 	}
 	return uint32(s.sandbox.Pid())
+}
+
+// guestResolvConf is where the agent writes the DNS settings of
+// ConfigureNetwork.
+const guestResolvConf = "/etc/resolv.conf"
+
+// podDNS reads the resolv.conf the spec binds (the CRI writes one per pod
+// from its DNS config); without one there are no settings.
+func podDNS(spec *specs.Spec) (network.DNS, error) {
+	src := bindSource(spec, resolvConf)
+	if src == "" {
+		return network.DNS{}, nil
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return network.DNS{}, fmt.Errorf("pod resolv.conf: %w", err)
+	}
+	return network.ParseResolvConf(b), nil
 }
 
 func shortHash(s string) string {
@@ -689,7 +720,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 func (s *Service) teardown(ctx context.Context) {
 	s.mu.Lock()
 	sb, dir, cfg := s.sandbox, s.vmDir, s.cfg
-	s.sandbox, s.vmDir = nil, ""
+	s.sandbox, s.vmDir, s.pod = nil, "", podContext{}
 	s.mu.Unlock()
 	if sb == nil {
 		return
