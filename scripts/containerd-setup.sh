@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs containerd 2.4.2, ctr and containerd-shim-runc-v2 (same release:
 # Debian's 1.6 runc shim cannot speak containerd 2.4's start protocol) into
-# a cache directory, and the CNI plugins bridge, host-local and loopback
-# (v1.9.0) into its cni/ subdirectory, with go install. Idempotent: a binary
-# already built at its version is kept. Prints the directory on the last
-# line.
+# a cache directory, the CNI plugins bridge, host-local and loopback
+# (v1.9.0) into its cni/ subdirectory, and crictl (cri-tools v1.37.0, the
+# CRI end-to-end test's client) beside containerd, with go install.
+# Idempotent: a binary already built at its version is kept. Prints the
+# directory on the last line.
 #
 #   scripts/containerd-setup.sh            # -> ~/.cache/ember/bin
 #   EMBER_BIN_DIR=/opt/x scripts/containerd-setup.sh
@@ -51,4 +52,17 @@ fi
 for p in bridge host-local loopback; do
   have_cni "$p" || { echo "containerd-setup: $dir/cni/$p is not $cni_version" >&2; exit 1; }
 done
+
+crictl_version=${CRICTL_VERSION:-v1.37.0}
+crictl_mod=sigs.k8s.io/cri-tools
+have_crictl() { # true if crictl was built from $crictl_version
+  [[ -x "$dir/crictl" ]] && go version -m "$dir/crictl" 2>/dev/null |
+    grep -q "mod[[:space:]]*$crictl_mod[[:space:]]*$crictl_version"
+}
+if ! have_crictl; then
+  echo "containerd-setup: building $crictl_mod/cmd/crictl@$crictl_version" >&2
+  # Stripped: it is copied into every shim e2e lab run.
+  GOBIN="$dir" CGO_ENABLED=0 go install -ldflags="-s -w" "$crictl_mod/cmd/crictl@$crictl_version"
+fi
+have_crictl || { echo "containerd-setup: $dir/crictl is not $crictl_version" >&2; exit 1; }
 echo "$dir"

@@ -29,11 +29,37 @@ func digestOf(b []byte) string {
 	return "sha256:" + hex.EncodeToString(h[:])
 }
 
+// Option changes the image's configuration.
+type Option func(*imageConfig)
+
+// imageConfig is the part of the OCI image configuration the options set.
+type imageConfig struct {
+	Env        []string `json:"Env"`
+	Entrypoint []string `json:"Entrypoint,omitempty"`
+	Cmd        []string `json:"Cmd,omitempty"`
+}
+
+// Entrypoint sets the image's entrypoint (none by default).
+func Entrypoint(args ...string) Option {
+	return func(c *imageConfig) { c.Entrypoint = args }
+}
+
+// Cmd sets the image's command (default: sh). With an entrypoint, these
+// are its arguments; Cmd() gives none.
+func Cmd(args ...string) Option {
+	return func(c *imageConfig) { c.Cmd = args }
+}
+
 // Busybox returns an OCI image layout, as a tar stream for
 // `ctr images import`, holding one image named name: one uncompressed
 // layer with busybox (from the host file busybox, a static binary) and its
-// applet links.
-func Busybox(busybox, name string) ([]byte, error) {
+// applet links. Its configuration runs sh unless opts say otherwise (a
+// CRI sandbox image, for one, needs a process that runs until killed).
+func Busybox(busybox, name string, opts ...Option) ([]byte, error) {
+	cfg := imageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	bb, err := os.ReadFile(busybox)
 	if err != nil {
 		return nil, err
@@ -75,7 +101,7 @@ func Busybox(busybox, name string) ([]byte, error) {
 	config, _ := json.Marshal(map[string]any{
 		"architecture": "amd64",
 		"os":           "linux",
-		"config":       map[string]any{"Env": []string{"PATH=/bin"}, "Cmd": []string{"sh"}},
+		"config":       cfg,
 		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
 	manifest, _ := json.Marshal(map[string]any{

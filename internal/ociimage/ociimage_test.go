@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -69,5 +70,62 @@ func TestRefName(t *testing.T) {
 		if got := refName(in); got != want {
 			t.Errorf("refName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestBusyboxConfig checks the image configuration the options give.
+func TestBusyboxConfig(t *testing.T) {
+	bb := filepath.Join(t.TempDir(), "busybox")
+	if err := os.WriteFile(bb, []byte("#!fake busybox\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name               string
+		opts               []Option
+		wantEntry, wantCmd []string
+	}{
+		{"default", nil, nil, []string{"sh"}},
+		{"cmd", []Option{Cmd("echo", "hi")}, nil, []string{"echo", "hi"}},
+		{"entrypoint", []Option{Entrypoint("sleep"), Cmd("100")}, []string{"sleep"}, []string{"100"}},
+		{"entrypoint only", []Option{Entrypoint("sh", "-c", "sleep 1"), Cmd()}, []string{"sh", "-c", "sleep 1"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Busybox(bb, "x", tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg struct {
+				Config struct {
+					Env        []string
+					Entrypoint []string
+					Cmd        []string
+				} `json:"config"`
+			}
+			found := false
+			tr := tar.NewReader(bytes.NewReader(b))
+			for {
+				h, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, _ := io.ReadAll(tr)
+				if strings.HasPrefix(h.Name, "blobs/") && bytes.Contains(data, []byte(`"rootfs"`)) {
+					if err := json.Unmarshal(data, &cfg); err != nil {
+						t.Fatal(err)
+					}
+					found = true
+				}
+			}
+			if !found {
+				t.Fatal("no image configuration blob")
+			}
+			c := cfg.Config
+			if !slices.Equal(c.Entrypoint, tc.wantEntry) || !slices.Equal(c.Cmd, tc.wantCmd) || !slices.Equal(c.Env, []string{"PATH=/bin"}) {
+				t.Errorf("config %+v, want entrypoint %q cmd %q", c, tc.wantEntry, tc.wantCmd)
+			}
+		})
 	}
 }

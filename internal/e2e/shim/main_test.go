@@ -24,7 +24,7 @@ import (
 var (
 	kernelPath = "/fixtures/shim/vmlinux"
 	initrdPath = "/fixtures/shim/agent.cpio.gz"
-	binDir     = "/fixtures/shim/bin" // containerd, ctr, containerd-shim-ember-v2
+	binDir     = "/fixtures/shim/bin" // containerd, ctr, crictl, containerd-shim-ember-v2
 	cniBinDir  = "/opt/cni/bin"       // bridge, host-local, loopback
 	mkfsPath   = "/sbin/mkfs.ext4"
 )
@@ -86,6 +86,7 @@ func buildFixtures(dir string) ([]lab.File, error) {
 		{HostPath: shimBin, GuestPath: "/fixtures/shim/bin/containerd-shim-ember-v2"},
 		{HostPath: filepath.Join(cdBin, "containerd"), GuestPath: "/fixtures/shim/bin/containerd"},
 		{HostPath: filepath.Join(cdBin, "ctr"), GuestPath: "/fixtures/shim/bin/ctr"},
+		{HostPath: filepath.Join(cdBin, "crictl"), GuestPath: "/fixtures/shim/bin/crictl"},
 		{HostPath: mkfsPath, GuestPath: mkfsPath},
 	}
 	for _, p := range []string{"bridge", "host-local", "loopback"} {
@@ -96,11 +97,10 @@ func buildFixtures(dir string) ([]lab.File, error) {
 	}
 	// Natively the binaries are used from where they are.
 	cniBinDir = filepath.Join(cdBin, "cni")
-	if err := os.Symlink(filepath.Join(cdBin, "containerd"), filepath.Join(dir, "containerd")); err != nil {
-		return nil, err
-	}
-	if err := os.Symlink(filepath.Join(cdBin, "ctr"), filepath.Join(dir, "ctr")); err != nil {
-		return nil, err
+	for _, b := range []string{"containerd", "ctr", "crictl"} {
+		if err := os.Symlink(filepath.Join(cdBin, b), filepath.Join(dir, b)); err != nil {
+			return nil, err
+		}
 	}
 	return files, nil
 }

@@ -34,18 +34,27 @@ type env struct {
 	log      *os.File
 	cmd      *exec.Cmd
 	envv     []string
+	ns       string // ctr's namespace
 }
 
 func startContainerd(t *testing.T) *env { return startContainerdWith(t, `backend = "boot"`) }
 
 // startContainerdWith starts containerd with the shim configured by
-// backendCfg (the backend and its settings).
+// backendCfg (the backend and its settings) and the CRI plugins disabled.
 func startContainerdWith(t *testing.T, backendCfg string) *env {
+	return startContainerdCfg(t, backendCfg, nil)
+}
+
+// startContainerdCfg starts containerd with the shim configured by
+// backendCfg. Without cri, containerd's CRI plugins are disabled; with it,
+// they run with the configuration cri returns (TOML for containerd's
+// config, given the test's root directory, where cri may write files).
+func startContainerdCfg(t *testing.T, backendCfg string, cri func(root string) string) *env {
 	root, err := os.MkdirTemp("", "e2e-cd-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, root: root, sock: filepath.Join(root, "containerd.sock"),
+	e := &env{t: t, root: root, sock: filepath.Join(root, "containerd.sock"), ns: namespace,
 		stateDir: filepath.Join(root, "ember"), cacheDir: filepath.Join(root, "ember-cache")}
 	shimCfg := fmt.Sprintf(`ember = "/bin/ember"
 kernel = %q
@@ -62,15 +71,19 @@ keep_console = true
 		shimCfg = strings.Replace(shimCfg, `"/bin/ember"`, fmt.Sprintf("%q", ember), 1)
 	}
 	shimCfgPath := filepath.Join(root, "ember.toml")
+	disabled, criCfg := `"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"`, ""
+	if cri != nil {
+		disabled, criCfg = "", cri(root)
+	}
 	cdCfg := fmt.Sprintf(`version = 3
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]
+disabled_plugins = [%s]
 [grpc]
   address = %q
 [ttrpc]
   address = %q
-`, filepath.Join(root, "root"), filepath.Join(root, "state"), e.sock, e.sock+".ttrpc")
+%s`, filepath.Join(root, "root"), filepath.Join(root, "state"), disabled, e.sock, e.sock+".ttrpc", criCfg)
 	cdCfgPath := filepath.Join(root, "containerd.toml")
 	for p, s := range map[string]string{shimCfgPath: shimCfg, cdCfgPath: cdCfg} {
 		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
@@ -165,7 +178,7 @@ type result struct {
 func (e *env) ctrIn(stdin string, args ...string) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "ctr"), append([]string{"--address", e.sock, "--namespace", namespace}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "ctr"), append([]string{"--address", e.sock, "--namespace", e.ns}, args...)...)
 	cmd.Env = e.envv
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
