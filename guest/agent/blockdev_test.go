@@ -39,7 +39,7 @@ func TestWaitBlockDevice(t *testing.T) {
 	// The slot grows a moment after the call starts, as after an attach.
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		os.WriteFile(filepath.Join(sys, "vdc", "size"), []byte("16\n"), 0o644)
+		setSysfs(filepath.Join(sys, "vdc", "size"), "16\n")
 	}()
 	t0 := time.Now()
 	resp, err := h.client.WaitBlockDevice(h.ctx(), &api.WaitBlockDeviceRequest{Serial: "ember-spare1", SizeBytes: 8192, TimeoutNs: uint64(5 * time.Second)})
@@ -60,7 +60,7 @@ func TestWaitBlockDevice(t *testing.T) {
 	// After a detach the slot shrinks to 0.
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		os.WriteFile(filepath.Join(sys, "vdc", "size"), []byte("0\n"), 0o644)
+		setSysfs(filepath.Join(sys, "vdc", "size"), "0\n")
 	}()
 	if resp, err := h.client.WaitBlockDevice(h.ctx(), &api.WaitBlockDeviceRequest{Serial: "ember-spare1", Empty: true, TimeoutNs: uint64(5 * time.Second)}); err != nil || resp.SizeBytes != 0 {
 		t.Fatalf("wait for empty: %v %v", resp, err)
@@ -86,5 +86,14 @@ func TestWaitBlockDevice(t *testing.T) {
 				t.Fatalf("got %v, want %v containing %q", err, tt.code, tt.msg)
 			}
 		})
+	}
+}
+
+// setSysfs replaces a fake sysfs file atomically, as a read of the real
+// one never sees it half written (os.WriteFile truncates first).
+func setSysfs(path, content string) {
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, []byte(content), 0o644) == nil {
+		os.Rename(tmp, path)
 	}
 }
