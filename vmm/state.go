@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/embervm/ember/vmm/arch/x86"
 	"github.com/embervm/ember/vmm/kvm"
 )
 
@@ -144,7 +145,7 @@ func restoreCPU(c *kvm.VCPU, s *CPUState, tscControl bool) error {
 	if err := c.SetRegs(s.Regs); err != nil {
 		return err
 	}
-	if err := c.SetSregs(s.Sregs); err != nil {
+	if err := c.SetSregs(restoredSregs(s)); err != nil {
 		return err
 	}
 	if s.XSave == nil || s.LAPIC == nil {
@@ -170,6 +171,33 @@ func restoreCPU(c *kvm.VCPU, s *CPUState, tscControl bool) error {
 		return fmt.Errorf("%w: KVM refused MSR %#x (set %d of %d)", ErrStateMismatch, s.MSRs[n].Index, n, len(s.MSRs))
 	}
 	return c.SetVCPUEvents(s.Events)
+}
+
+// Task register types (system segment descriptor types).
+const (
+	tssAvailable64 = 9
+	tssBusy64      = 11
+)
+
+// restoredSregs returns the special registers to write back for s.
+//
+// On AMD, KVM_GET_SREGS reports the task register as a busy TSS (type 11)
+// although the VMCB, which holds what the CPU loads and saves, has it as
+// available (type 9): KVM's SVM code ORs the busy bit in for every read,
+// to look like VMX. Written back as is, the restored vCPU would run with a
+// TR its guest never loaded. A CPU that checks the TR type when it
+// consults the TSS's I/O permission bitmap (QEMU's emulated SVM does, and
+// so the nested lab) then refuses every port access from user mode that
+// ioperm(2) allowed: after a restore, the agent's boot-marker OUT took a
+// #GP and PID 1 died with SIGSEGV. So on AMD the TR goes back as the VMCB
+// had it; VMX (whose TR really is busy, and must be for VM entry) gets it
+// unchanged.
+func restoredSregs(s *CPUState) kvm.Sregs {
+	sr := s.Sregs
+	if x86.IsAMD(s.CPUID) && sr.TR.Type == tssBusy64 {
+		sr.TR.Type = tssAvailable64
+	}
+	return sr
 }
 
 // SaveState reads the KVM state of the VM and every vCPU. Every vCPU must

@@ -143,16 +143,27 @@ func (c *VCPU) thread(ready chan<- struct{}) {
 
 // runGuest enters the guest until a kick or a fatal exit. It reports stop
 // for a stop request, or the error that ends the vCPU.
+//
+// A kick is taken only when KVM_RUN returns EINTR, never right after an
+// exit was handled: KVM finishes a port-I/O or MMIO instruction (advances
+// RIP, writes the value read into its register) only on the next KVM_RUN,
+// and keeps that pending work where KVM_GET_REGS and friends cannot see it
+// (KVM API, "kvm_run": userspace must re-enter KVM_RUN, e.g. with
+// immediate_exit set, to complete pending operations before saving state).
+// A vCPU paused in between would be saved before the instruction it had
+// half done, and a restore would execute it a second time. With
+// immediate_exit set by the kick, that last KVM_RUN completes the pending
+// instruction and returns EINTR without running any further guest code.
 func (c *VCPU) runGuest() (stop bool, err error) {
 	for {
-		if k := c.kick.Load(); k != kickNone {
-			c.fd.SetImmediateExit(false)
-			c.kick.Store(kickNone)
-			return k == kickStop, nil
-		}
 		if err := c.fd.Run(); err != nil {
 			if kvm.IsInterrupted(err) || errors.Is(err, unix.EAGAIN) {
-				continue // a kick (handled above), or a stray signal
+				if k := c.kick.Load(); k != kickNone {
+					c.fd.SetImmediateExit(false)
+					c.kick.Store(kickNone)
+					return k == kickStop, nil
+				}
+				continue // a stray signal, or a kick still being stored
 			}
 			return true, fmt.Errorf("vCPU %d: %w", c.id, err)
 		}
@@ -319,11 +330,14 @@ func (c *VCPU) Stop(ctx context.Context) error {
 }
 
 // kickThread asks the running vCPU to leave the guest: immediate_exit makes
-// any KVM_RUN it is about to enter return at once, and the signal
-// interrupts one already under way.
+// any KVM_RUN it is about to enter return at once (after completing a
+// pending I/O instruction), and the signal interrupts one already under
+// way. immediate_exit is set before the kick is recorded: the vCPU thread
+// clears it when it takes the kick, so it is never left set for the next
+// run.
 func (c *VCPU) kickThread(kind int32) error {
-	c.kick.Store(kind)
 	c.fd.SetImmediateExit(true)
+	c.kick.Store(kind)
 	if err := tgkill(int(c.tid.Load())); err != nil && err != unix.ESRCH {
 		return fmt.Errorf("vCPU %d: kick: %w", c.id, err)
 	}

@@ -177,6 +177,35 @@ func (a *Asm) OutAL() *Asm { a.emit(0xee); return a }
 // InEAX: in eax, dx.
 func (a *Asm) InEAX() *Asm { a.emit(0xed); return a }
 
+// XMM is an SSE register, xmm0..xmm15, numbered as in instruction
+// encodings.
+type XMM uint8
+
+// sse emits a 66-prefixed 0F-map SSE instruction with a register-to-register
+// ModRM: reg names an XMM register, rm an XMM or general register.
+func (a *Asm) sse(w bool, op byte, reg, rm uint8) {
+	a.emit(0x66)
+	a.rex(w, Reg(reg), Reg(rm))
+	a.emit(0x0f, op, modrmReg(Reg(reg), Reg(rm)))
+}
+
+// MovqToXMM: movq x, r (the 64-bit register into the low quadword; the high
+// quadword is zeroed).
+func (a *Asm) MovqToXMM(x XMM, r Reg) *Asm { a.sse(true, 0x6e, uint8(x), uint8(r)); return a }
+
+// MovqFromXMM: movq r, x (the low quadword).
+func (a *Asm) MovqFromXMM(r Reg, x XMM) *Asm { a.sse(true, 0x7e, uint8(x), uint8(r)); return a }
+
+// Paddq: paddq dst, src (both quadwords).
+func (a *Asm) Paddq(dst, src XMM) *Asm { a.sse(false, 0xd4, uint8(dst), uint8(src)); return a }
+
+// Punpcklqdq: punpcklqdq dst, src (dst's high quadword = src's low one).
+func (a *Asm) Punpcklqdq(dst, src XMM) *Asm { a.sse(false, 0x6c, uint8(dst), uint8(src)); return a }
+
+// Punpckhqdq: punpckhqdq dst, src (dst's low quadword = dst's high one,
+// dst's high quadword = src's high one).
+func (a *Asm) Punpckhqdq(dst, src XMM) *Asm { a.sse(false, 0x6d, uint8(dst), uint8(src)); return a }
+
 // Hlt: hlt (privileged: a CPL3 guest that runs it takes #GP).
 func (a *Asm) Hlt() *Asm { a.emit(0xf4); return a }
 

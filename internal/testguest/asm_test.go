@@ -38,6 +38,14 @@ var encodings = []struct {
 	{"shr rax, 32", func(a *Asm) { a.Shr(RAX, 32) }, []byte{0x48, 0xc1, 0xe8, 0x20}, "shr rax,0x20"},
 	{"xor r8, r8", func(a *Asm) { a.Xor(R8, R8) }, []byte{0x4d, 0x31, 0xc0}, "xor r8,r8"},
 	{"out dx, eax", func(a *Asm) { a.OutEAX() }, []byte{0xef}, "out dx,eax"},
+	{"movq xmm0, rax", func(a *Asm) { a.MovqToXMM(0, RAX) }, []byte{0x66, 0x48, 0x0f, 0x6e, 0xc0}, "movq xmm0,rax"},
+	{"movq xmm9, r10", func(a *Asm) { a.MovqToXMM(9, R10) }, []byte{0x66, 0x4d, 0x0f, 0x6e, 0xca}, "movq xmm9,r10"},
+	{"movq rax, xmm0", func(a *Asm) { a.MovqFromXMM(RAX, 0) }, []byte{0x66, 0x48, 0x0f, 0x7e, 0xc0}, "movq rax,xmm0"},
+	{"movq r8, xmm15", func(a *Asm) { a.MovqFromXMM(R8, 15) }, []byte{0x66, 0x4d, 0x0f, 0x7e, 0xf8}, "movq r8,xmm15"},
+	{"paddq xmm0, xmm1", func(a *Asm) { a.Paddq(0, 1) }, []byte{0x66, 0x0f, 0xd4, 0xc1}, "paddq xmm0,xmm1"},
+	{"paddq xmm7, xmm15", func(a *Asm) { a.Paddq(7, 15) }, []byte{0x66, 0x41, 0x0f, 0xd4, 0xff}, "paddq xmm7,xmm15"},
+	{"punpcklqdq xmm8, xmm2", func(a *Asm) { a.Punpcklqdq(8, 2) }, []byte{0x66, 0x44, 0x0f, 0x6c, 0xc2}, "punpcklqdq xmm8,xmm2"},
+	{"punpckhqdq xmm3, xmm3", func(a *Asm) { a.Punpckhqdq(3, 3) }, []byte{0x66, 0x0f, 0x6d, 0xdb}, "punpckhqdq xmm3,xmm3"},
 }
 
 func TestEncodings(t *testing.T) {

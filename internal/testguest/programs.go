@@ -113,3 +113,53 @@ func WildWriteProgram(addr uint64) ([]byte, error) {
 	exit(a, 0)
 	return a.Bytes()
 }
+
+// SSEProgram keeps its whole state in SSE registers while it loops: xmm8+i
+// holds the increment {i+1, (i+1)<<32} and xmm0+i accumulates it n times
+// (i = 0..7). Then it reports each accumulator's low and high quadword, 16
+// values in all (see ExpectedSSE). A vCPU whose SSE registers are not
+// saved and restored faithfully reports something else.
+func SSEProgram(n uint64) ([]byte, error) {
+	a := NewAsm()
+	for i := XMM(0); i < 8; i++ {
+		k := uint64(i) + 1
+		a.MovImm(RAX, k).MovqToXMM(8+i, RAX)
+		a.MovImm(RAX, k<<32).MovqToXMM(i, RAX).Punpcklqdq(8+i, i)
+		a.Xor(RAX, RAX).MovqToXMM(i, RAX)
+	}
+	a.MovImm(RCX, n)
+	a.Label("loop")
+	for i := XMM(0); i < 8; i++ {
+		a.Paddq(i, 8+i)
+	}
+	a.Dec(RCX).Jne("loop")
+	for i := XMM(0); i < 8; i++ {
+		a.MovqFromXMM(RAX, i)
+		report(a)
+		a.Punpckhqdq(i, i).MovqFromXMM(RAX, i)
+		report(a)
+	}
+	exit(a, 0)
+	return a.Bytes()
+}
+
+// ExpectedSSE is what SSEProgram(n) reports.
+func ExpectedSSE(n uint64) []uint64 {
+	var out []uint64
+	for k := uint64(1); k <= 8; k++ {
+		out = append(out, k*n, (k<<32)*n)
+	}
+	return out
+}
+
+// MMIOLoopProgram makes n rounds of MMIO exits: each reads the MMIO
+// device's register 0 and writes the round number (n down to 1) to its
+// register 1. A run, however often it is paused, saved and restored, makes
+// exactly n reads and n writes.
+func MMIOLoopProgram(n uint64) ([]byte, error) {
+	a := NewAsm()
+	a.MovImm(RCX, n).MovImm(RSI, MMIOBase).MovImm(RDI, MMIOBase+8)
+	a.Label("loop").Load32(RAX, RSI).Store64(RDI, RCX).Dec(RCX).Jne("loop")
+	exit(a, 0)
+	return a.Bytes()
+}

@@ -24,6 +24,10 @@ type Options struct {
 	Memory *memory.Guest
 	// Logger for the machine; nil means slog.Default().
 	Logger *slog.Logger
+	// IOBitmap starts the guest with IOPL 0 instead of 3, so that only the
+	// TSS's I/O permission bitmap (which allows every port) lets its CPL3
+	// code reach the test ports, as ioperm(2) lets a Linux process.
+	IOBitmap bool
 }
 
 // Guest is a test-guest machine and its devices.
@@ -66,6 +70,20 @@ func NewMachine(ctx context.Context, sys *kvm.System, img *Image, opts Options, 
 		if err := Load(ctx, m, img); err != nil {
 			m.Close()
 			return nil, err
+		}
+		if opts.IOBitmap {
+			err := m.VCPUs()[0].Do(ctx, func(fd *kvm.VCPU) error {
+				r, err := fd.GetRegs()
+				if err != nil {
+					return err
+				}
+				r.RFLAGS &^= 3 << 12 // IOPL
+				return fd.SetRegs(r)
+			})
+			if err != nil {
+				m.Close()
+				return nil, err
+			}
 		}
 	}
 	return g, nil

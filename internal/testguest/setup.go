@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/embervm/ember/vmm"
+	"github.com/embervm/ember/vmm/arch/x86"
 	"github.com/embervm/ember/vmm/kvm"
 	"github.com/embervm/ember/vmm/memory"
 )
@@ -129,6 +130,13 @@ func Load(ctx context.Context, m *vmm.Machine, img *Image) error {
 				return err
 			}
 			s, r := entryState(img, s)
+			if x86.IsAMD(cpuid) {
+				// The TSS as an AMD CPU holds it after LTR: available,
+				// not busy as KVM reports it (see vmm restoredSregs).
+				// An emulated SVM that checks the type refuses CPL3
+				// port access through the I/O bitmap otherwise.
+				s.TR.Type = 9
+			}
 			if err := fd.SetSregs(s); err != nil {
 				return err
 			}

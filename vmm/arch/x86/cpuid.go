@@ -51,6 +51,15 @@ const (
 	vendorHygonEBX = 0x6f677948 // "Hygo"
 )
 
+// IsAMD reports whether CPUID leaf 0 in entries names an AMD (or Hygon)
+// CPU, whose KVM backend is SVM.
+func IsAMD(entries []kvm.CPUIDEntry) bool {
+	if l := findLeaf(entries, 0, 0); l != nil {
+		return l.EBX == vendorAMDEBX || l.EBX == vendorHygonEBX
+	}
+	return false
+}
+
 // NormalizeCPUID returns the CPUID entries for one vCPU, derived from
 // supported (KVM_GET_SUPPORTED_CPUID, not modified): the template's
 // features hidden, host-only features cleared, the hypervisor bit set, the
