@@ -55,7 +55,7 @@ demo: setup build kernel
 bench: build
 	$(BIN)/ember bench core
 	$(BIN)/ember bench pool
-	$(GO) run ./benchmarks/ctr/cmd -runs 20
+	$(GO) run ./benchmarks/ctr/cmd -runs 20 -sources boot,restore
 
 clean:
 	rm -rf $(BIN)

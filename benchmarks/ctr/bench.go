@@ -35,62 +35,112 @@ type Paths struct {
 	Busybox string
 }
 
+// Sources of ember VMs the benchmark can compare (the shim's backends).
+const (
+	SourceBoot    = "boot"
+	SourceRestore = "restore"
+)
+
 // Options configure Run.
 type Options struct {
-	// Runs is how many containers each runtime starts (after one warm-up
+	// Runs is how many containers each variant starts (after one warm-up
 	// each, which is not counted).
 	Runs int
-	// Runc also runs the containers with runc; without it only ember runs.
+	// Sources are the ember VM sources to time (default: boot). Restore
+	// first writes a snapshot profile (a booted agent VM with spare drive
+	// slots) with ember snapshot create.
+	Sources []string
+	// Runc also runs the containers with runc.
 	Runc bool
 	// Log, if not nil, receives a line per container.
 	Log io.Writer
 }
 
-// Report holds the measured `ctr run --rm` times per runtime.
+// variant is one way of running the container: a runtime and, for ember,
+// the source of its VM.
+type variant struct{ runtime, source string }
+
+// Label names the variant in reports: "runc", "ember boot", ...
+func (v variant) Label() string {
+	if v.runtime == RuntimeRunc {
+		return "runc"
+	}
+	return "ember " + v.source
+}
+
+// Report holds the measured `ctr run --rm` times per variant label.
 type Report struct {
 	Runs    int                        `json:"runs"`
 	Samples map[string][]time.Duration `json:"samples"`
-	// FirstEmber is the first ember run, which builds the rootfs image
-	// (cached after it).
-	FirstEmber time.Duration `json:"first_ember"`
-	Host       string        `json:"host"`
-	Date       string        `json:"date"`
+	// Labels are the variants in the order they were run.
+	Labels []string `json:"labels"`
+	// First is each variant's warm-up run (ember's first also builds the
+	// container's rootfs image, cached after it).
+	First map[string]time.Duration `json:"first"`
+	// Profile is how long writing the restore source's snapshot profile
+	// took (not part of any sample).
+	Profile time.Duration `json:"profile"`
+	Host    string        `json:"host"`
+	Date    string        `json:"date"`
 }
 
 // Run starts containerd, imports a busybox image and times `ctr run --rm
-// IMAGE ID echo hello` with each runtime, interleaved, checking every
-// container's output and exit status. It leaves nothing behind.
+// IMAGE ID echo hello` with each variant, interleaved (the order rotates
+// every round), checking every container's output and exit status and
+// that the shim's VM came from the intended source. It leaves nothing
+// behind.
 func Run(ctx context.Context, p Paths, o Options) (*Report, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	if len(o.Sources) == 0 {
+		o.Sources = []string{SourceBoot}
+	}
+	var vs []variant
+	for _, src := range o.Sources {
+		if src != SourceBoot && src != SourceRestore {
+			return nil, fmt.Errorf("ctrbench: unknown source %q (boot or restore)", src)
+		}
+		vs = append(vs, variant{RuntimeEmber, src})
+	}
+	if o.Runc {
+		vs = append(vs, variant{runtime: RuntimeRunc})
 	}
 	c, err := start(ctx, p)
 	if err != nil {
 		return nil, err
 	}
 	defer c.stop()
-	rep := &Report{Runs: o.Runs, Samples: map[string][]time.Duration{}, Date: time.Now().UTC().Format("2006-01-02")}
+	rep := &Report{Runs: o.Runs, Samples: map[string][]time.Duration{}, First: map[string]time.Duration{},
+		Date: time.Now().UTC().Format("2006-01-02")}
 	rep.Host, _ = os.Hostname()
-	runtimes := []string{RuntimeEmber}
-	if o.Runc {
-		runtimes = append(runtimes, RuntimeRunc)
+	for _, v := range vs {
+		rep.Labels = append(rep.Labels, v.Label())
+	}
+	if slices.Contains(o.Sources, SourceRestore) {
+		t := time.Now()
+		if err := c.writeProfile(ctx, p); err != nil {
+			return nil, err
+		}
+		rep.Profile = time.Since(t)
+		fmt.Fprintf(o.Log, "ctrbench: snapshot profile written in %v\n", rep.Profile.Round(time.Millisecond))
 	}
 	for i := -1; i < o.Runs; i++ {
-		order := slices.Clone(runtimes)
-		if i%2 == 1 {
-			slices.Reverse(order)
+		order := slices.Clone(vs)
+		if i >= 0 {
+			k := i % len(order)
+			order = append(order[k:], order[:k]...)
 		}
-		for _, rt := range order {
-			d, err := c.runOnce(ctx, rt, fmt.Sprintf("bench-%s-%d", shortName(rt), i+1), "hello")
+		for _, v := range order {
+			d, err := c.runOnce(ctx, v, fmt.Sprintf("bench-%s-%d", strings.ReplaceAll(v.Label(), " ", "-"), i+1), "hello")
 			if err != nil {
 				return nil, err
 			}
-			fmt.Fprintf(o.Log, "ctrbench: %s run %d: %v\n", shortName(rt), i+1, d.Round(time.Millisecond))
-			switch {
-			case i >= 0:
-				rep.Samples[rt] = append(rep.Samples[rt], d)
-			case rt == RuntimeEmber:
-				rep.FirstEmber = d
+			fmt.Fprintf(o.Log, "ctrbench: %s run %d: %v\n", v.Label(), i+1, d.Round(time.Millisecond))
+			if i >= 0 {
+				rep.Samples[v.Label()] = append(rep.Samples[v.Label()], d)
+			} else {
+				rep.First[v.Label()] = d
 			}
 		}
 	}
@@ -144,27 +194,31 @@ func start(ctx context.Context, p Paths) (*containerd, error) {
 	return c, nil
 }
 
-// runOnce runs `echo word` in a new container with runtime rt and checks
-// its output.
-func (c *containerd) runOnce(ctx context.Context, rt, id, word string) (time.Duration, error) {
-	args := []string{"run", "--rm", "--runtime", rt}
-	if rt == RuntimeRunc {
+// runOnce runs `echo word` in a new container as variant v and checks its
+// output and, for ember, that the shim's log names v's source.
+func (c *containerd) runOnce(ctx context.Context, v variant, id, word string) (time.Duration, error) {
+	args := []string{"run", "--rm", "--runtime", v.runtime}
+	served := ""
+	if v.runtime == RuntimeRunc {
 		// L1's root is an initramfs, where pivot_root fails.
 		args = append(args, "--no-pivot")
+	} else {
+		// Each container's shim reads the configuration when it starts.
+		if err := c.configure(v.source); err != nil {
+			return 0, err
+		}
+		served = "served by " + v.source
 	}
+	before := c.served(v.source)
 	r, err := c.ctr(ctx, "", append(args, ImageName, id, "echo", word)...)
 	if err != nil {
-		return 0, fmt.Errorf("ctrbench: ctr run (%s): %w", rt, err)
+		return 0, fmt.Errorf("ctrbench: ctr run (%s): %w", v.Label(), err)
 	}
 	if r.Code != 0 || r.Stdout != word+"\n" {
-		return 0, fmt.Errorf("ctrbench: ctr run (%s): exit %d, stdout %q, stderr %q\n%s", rt, r.Code, r.Stdout, r.Stderr, c.logTail())
+		return 0, fmt.Errorf("ctrbench: ctr run (%s): exit %d, stdout %q, stderr %q\n%s", v.Label(), r.Code, r.Stdout, r.Stderr, c.logTail())
+	}
+	if served != "" && c.served(v.source) <= before {
+		return 0, fmt.Errorf("ctrbench: ctr run (%s): the shim's log does not say %q\n%s", v.Label(), served, c.logTail())
 	}
 	return r.Took, nil
-}
-
-func shortName(rt string) string {
-	if rt == RuntimeRunc {
-		return "runc"
-	}
-	return "ember"
 }

@@ -3,6 +3,7 @@ package ctrbench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/embervm/ember/vmm/boot"
 )
 
 // ErrContainerd means containerd did not start or answer.
@@ -27,22 +30,31 @@ type containerd struct {
 	sock string
 	bin  string // directory with containerd, ctr and the shims
 	env  []string
-	cmd  *exec.Cmd
-	log  *os.File
+	// paths and profile (the restore source's snapshot profile, once
+	// written) make the shim's configuration.
+	paths   Paths
+	profile string
+	cmd     *exec.Cmd
+	log     *os.File
 }
 
-// shimConfig is the ember shim's configuration for the run.
-func shimConfig(p Paths, root string) string {
-	return fmt.Sprintf(`ember = %q
+// shimConfig is the ember shim's configuration for the run: VMs from
+// backend (boot or restore, with the snapshot profile).
+func shimConfig(p Paths, root, backend, profile string) string {
+	cfg := fmt.Sprintf(`ember = %q
 kernel = %q
 initrd = %q
 memory_mib = 256
 vcpus = 1
-backend = "boot"
+backend = %q
 state_dir = %q
 cache_dir = %q
 agent_timeout = "3m"
-`, p.Ember, p.Kernel, p.Initrd, filepath.Join(root, "ember"), filepath.Join(root, "ember-cache"))
+`, p.Ember, p.Kernel, p.Initrd, backend, filepath.Join(root, "ember"), filepath.Join(root, "ember-cache"))
+	if profile != "" {
+		cfg += fmt.Sprintf("snapshot_profile = %q\n", profile)
+	}
+	return cfg
 }
 
 // startContainerd starts containerd (CRI disabled) on a socket under a new
@@ -52,7 +64,7 @@ func startContainerd(ctx context.Context, p Paths) (*containerd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrContainerd, err)
 	}
-	c := &containerd{root: root, sock: filepath.Join(root, "containerd.sock"), bin: p.BinDir}
+	c := &containerd{root: root, sock: filepath.Join(root, "containerd.sock"), bin: p.BinDir, paths: p}
 	cdCfg := fmt.Sprintf(`version = 3
 root = %q
 state = %q
@@ -62,7 +74,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 [ttrpc]
   address = %q
 `, filepath.Join(root, "root"), filepath.Join(root, "state"), c.sock, c.sock+".ttrpc")
-	files := map[string]string{"containerd.toml": cdCfg, "ember.toml": shimConfig(p, root)}
+	files := map[string]string{"containerd.toml": cdCfg, "ember.toml": shimConfig(p, root, SourceBoot, "")}
 	for name, s := range files {
 		if err := os.WriteFile(filepath.Join(root, name), []byte(s), 0o644); err != nil {
 			c.cleanup()
@@ -121,6 +133,49 @@ func (c *containerd) ctr(ctx context.Context, stdin string, args ...string) (res
 		r.Code, err = ee.ExitCode(), nil
 	}
 	return r, err
+}
+
+// configure points the shim's configuration at source; each container's
+// shim reads it when it starts.
+func (c *containerd) configure(source string) error {
+	tmp := filepath.Join(c.root, "ember.toml.tmp")
+	if err := os.WriteFile(tmp, []byte(shimConfig(c.paths, c.root, source, c.profile)), 0o644); err != nil {
+		return fmt.Errorf("ctrbench: shim config: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(c.root, "ember.toml"))
+}
+
+// writeProfile writes the restore source's snapshot profile: an agent VM
+// booted with spare drive slots, snapshotted once the agent is ready and
+// idle.
+func (c *containerd) writeProfile(ctx context.Context, p Paths) error {
+	dir := filepath.Join(c.root, "profile-build")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	bc, err := json.Marshal(boot.Config{Kernel: p.Kernel, Initrd: p.Initrd, MemoryMiB: 256, VCPUs: 1, RNG: true,
+		SpareDrives: 2, Vsock: &boot.Vsock{GuestCID: 3, UDS: filepath.Join(dir, "vsock.sock")}})
+	if err != nil {
+		return err
+	}
+	cfg := filepath.Join(dir, "boot.json")
+	if err := os.WriteFile(cfg, bc, 0o600); err != nil {
+		return err
+	}
+	profile := filepath.Join(c.root, "profile")
+	out, err := exec.CommandContext(ctx, p.Ember, "snapshot", "create", "--config", cfg, "--out", profile,
+		"--wait-for", "ember-agent ready", "--settle", "2s").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ctrbench: ember snapshot create: %w\n%s", err, out)
+	}
+	c.profile = profile
+	return nil
+}
+
+// served counts the shim's "served by SOURCE" lines in containerd's log.
+func (c *containerd) served(source string) int {
+	b, _ := os.ReadFile(filepath.Join(c.root, "containerd.log"))
+	return strings.Count(string(b), "served by "+source)
 }
 
 func (c *containerd) logTail() string {

@@ -39,13 +39,15 @@ func TestSummarize(t *testing.T) {
 }
 
 func TestWriteMarkdown(t *testing.T) {
-	r := &Report{Runs: 2, Date: "2026-11-26", FirstEmber: 3 * time.Second, Samples: map[string][]time.Duration{
-		RuntimeEmber: {2 * time.Second, 4 * time.Second},
-		RuntimeRunc:  {time.Second, time.Second},
-	}}
+	r := &Report{Runs: 2, Date: "2026-11-26", Labels: []string{"ember boot", "runc"},
+		First: map[string]time.Duration{"ember boot": 3 * time.Second, "runc": time.Second},
+		Samples: map[string][]time.Duration{
+			"ember boot": {2 * time.Second, 4 * time.Second},
+			"runc":       {time.Second, time.Second},
+		}}
 	var b bytes.Buffer
 	r.WriteMarkdown(&b, "cmd -runs 2", "lab")
-	for _, want := range []string{"Command: `cmd -runs 2`", "| io.containerd.ember.v2 | 2 | 4s | 4s | 2s |", "| io.containerd.runc.v2 | 2 | 1s | 1s | 1s |", "ember / runc: 4.00x at the median, 4.00x at p99."} {
+	for _, want := range []string{"Command: `cmd -runs 2`", "| ember boot | 2 | 4s | 4s | 2s | 3s |", "| runc | 2 | 1s | 1s | 1s | 1s |", "ember boot / runc: 4.00x at the median, 4.00x at p99."} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("lacks %q:\n%s", want, b.String())
 		}

@@ -2,7 +2,7 @@
 // shim against runc, or (-demo) runs one container in an ember microVM. On
 // hosts whose KVM cannot boot Linux it runs itself inside the nested lab.
 //
-//	go run ./benchmarks/ctr/cmd -runs 20          # table into docs/benchmarks.md
+//	go run ./benchmarks/ctr/cmd -runs 20 -sources boot,restore   # table into docs/benchmarks.md
 //	go run ./benchmarks/ctr/cmd -demo             # what make demo shows
 package main
 
@@ -31,7 +31,8 @@ const reportPrefix = "ctrbench-report: "
 var demoCommand = []string{"sh", "-c", "echo hello from a container in an ember microVM; echo kernel: $(cat /proc/version | cut -d' ' -f1-3); echo cpus: $(grep -c ^processor /proc/cpuinfo); id"}
 
 func main() {
-	runs := flag.Int("runs", 20, "containers per runtime (after one warm-up each)")
+	runs := flag.Int("runs", 20, "containers per variant (after one warm-up each)")
+	sources := flag.String("sources", "boot,restore", "ember VM sources to time, comma-separated: boot, restore")
 	noRunc := flag.Bool("no-runc", false, "time only ember, not runc")
 	demo := flag.Bool("demo", false, "run one container in an ember microVM and print its output")
 	doc := flag.String("doc", "docs/benchmarks.md", "markdown file whose section to update (empty: stdout only)")
@@ -39,15 +40,15 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *runs, !*noRunc, *demo, *doc, *inLab); err != nil {
+	if err := run(ctx, *runs, strings.Split(*sources, ","), !*noRunc, *demo, *doc, *inLab); err != nil {
 		fmt.Fprintln(os.Stderr, "ctrbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, runs int, withRunc, demo bool, doc string, inLab bool) error {
+func run(ctx context.Context, runs int, sources []string, withRunc, demo bool, doc string, inLab bool) error {
 	if inLab {
-		return inner(ctx, ctrbench.LabPaths, runs, withRunc, demo, os.Stdout)
+		return inner(ctx, ctrbench.LabPaths, runs, sources, withRunc, demo, os.Stdout)
 	}
 	if runs < 1 && !demo {
 		return fmt.Errorf("-runs must be at least 1")
@@ -65,12 +66,12 @@ func run(ctx context.Context, runs int, withRunc, demo bool, doc string, inLab b
 	var out bytes.Buffer
 	where := "host KVM"
 	if native, _ := labtest.NativeKVM(); native {
-		if err := inner(ctx, paths, runs, withRunc, demo, io.MultiWriter(os.Stdout, &out)); err != nil {
+		if err := inner(ctx, paths, runs, sources, withRunc, demo, io.MultiWriter(os.Stdout, &out)); err != nil {
 			return err
 		}
 	} else {
 		where = "nested lab (TCG: compare the runtimes as a ratio)"
-		if err := viaLab(ctx, paths, files, runs, withRunc, demo, io.MultiWriter(filterReport(os.Stdout), &out)); err != nil {
+		if err := viaLab(ctx, paths, files, runs, sources, withRunc, demo, io.MultiWriter(filterReport(os.Stdout), &out)); err != nil {
 			return err
 		}
 	}
@@ -99,17 +100,18 @@ func run(ctx context.Context, runs int, withRunc, demo bool, doc string, inLab b
 }
 
 // viaLab runs this program with -in-lab inside a fresh L1.
-func viaLab(ctx context.Context, p ctrbench.Paths, files []lab.File, runs int, withRunc, demo bool, out io.Writer) error {
+func viaLab(ctx context.Context, p ctrbench.Paths, files []lab.File, runs int, sources []string, withRunc, demo bool, out io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	args := []string{"/ctrbench/ctrbench", "-in-lab", fmt.Sprintf("-runs=%d", runs), fmt.Sprintf("-no-runc=%v", !withRunc), fmt.Sprintf("-demo=%v", demo)}
+	args := []string{"/ctrbench/ctrbench", "-in-lab", fmt.Sprintf("-runs=%d", runs), "-sources=" + strings.Join(sources, ","),
+		fmt.Sprintf("-no-runc=%v", !withRunc), fmt.Sprintf("-demo=%v", demo)}
 	res, err := lab.Run(ctx, lab.Config{
 		Args:      args,
 		Files:     append(files, lab.File{HostPath: self, GuestPath: args[0]}),
 		Ember:     p.Ember,
-		Timeout:   time.Duration(runs+5) * 2 * time.Minute,
+		Timeout:   time.Duration(runs+5) * time.Duration(len(sources)+1) * time.Minute,
 		MemoryMiB: 3072,
 		Stdout:    out,
 		Stderr:    os.Stderr,
@@ -124,11 +126,11 @@ func viaLab(ctx context.Context, p ctrbench.Paths, files []lab.File, runs int, w
 }
 
 // inner is the run itself, where the KVM can boot Linux.
-func inner(ctx context.Context, p ctrbench.Paths, runs int, withRunc, demo bool, out io.Writer) error {
+func inner(ctx context.Context, p ctrbench.Paths, runs int, sources []string, withRunc, demo bool, out io.Writer) error {
 	if demo {
 		return ctrbench.Demo(ctx, p, out, demoCommand...)
 	}
-	rep, err := ctrbench.Run(ctx, p, ctrbench.Options{Runs: runs, Runc: withRunc, Log: os.Stderr})
+	rep, err := ctrbench.Run(ctx, p, ctrbench.Options{Runs: runs, Sources: sources, Runc: withRunc, Log: os.Stderr})
 	if err != nil {
 		return err
 	}
