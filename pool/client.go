@@ -38,18 +38,41 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("pool: %w", err)
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
 		json.NewDecoder(resp.Body).Decode(&eb)
-		return fmt.Errorf("pool: %s", eb.Error)
+		if eb.Error == "" {
+			eb.Error = fmt.Sprintf("pool: %s %s: %s", method, path, resp.Status)
+		}
+		return &apiError{msg: eb.Error, sentinel: statusErrors[resp.StatusCode]}
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("pool: %s %s: malformed answer: %w", method, path, err)
+	}
+	return nil
 }
 
-// Claim claims a VM.
+// statusErrors are the sentinels behind the API's error statuses.
+var statusErrors = map[int]error{
+	http.StatusNotFound:           ErrUnknownProfile,
+	http.StatusConflict:           ErrEmpty,
+	http.StatusServiceUnavailable: ErrClosed,
+}
+
+// apiError is the daemon's error answer; errors.Is finds its sentinel.
+type apiError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.sentinel }
+
+// Claim claims a VM. Errors wrap ErrUnreachable (no daemon), or
+// ErrUnknownProfile, ErrEmpty (NoCold) and ErrClosed from the daemon.
 func (c *Client) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
 	var cl Claim
 	return &cl, c.do(ctx, http.MethodPost, "/claim", req, &cl)

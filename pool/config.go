@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -25,7 +27,18 @@ type Profile struct {
 	// IdleTimeout reaps ready VMs nobody claimed for this long (0: never).
 	// Reaped VMs are not replaced until the next claim of the profile.
 	IdleTimeout Duration `json:"idle_timeout"`
+	// Console keeps each VM's guest console in RUN_DIR/ID.console (ember
+	// vmm --console; Linux VMs only), named in the claim.
+	Console bool `json:"console"`
+	// IsolateNetwork starts each VMM in its own, empty network namespace
+	// (needs CAP_SYS_ADMIN), as the containerd shim does with the VMMs it
+	// starts: containerd reports a VMM's pid as its containers' pid.
+	IsolateNetwork bool `json:"isolate_network"`
 }
+
+// poolFlags are the ember vmm flags the pool sets itself: per VMM paths
+// and the fds of its protocol with the VMM.
+var poolFlags = []string{"api-sock", "id", "ready-fd", "lease-fd", "vsock-uds", "console"}
 
 // Config configures a Manager.
 type Config struct {
@@ -101,6 +114,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%w: profile %q: negative size", ErrConfig, p.Name)
 		case len(p.VMMArgs) == 0:
 			return fmt.Errorf("%w: profile %q: no vmm_args", ErrConfig, p.Name)
+		}
+		for _, a := range p.VMMArgs {
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if strings.HasPrefix(a, "-") && slices.Contains(poolFlags, name) {
+				return fmt.Errorf("%w: profile %q: vmm_args must not set %s: the pool sets it per VMM (see \"console\" for the console)", ErrConfig, p.Name, a)
+			}
 		}
 		seen[p.Name] = true
 	}

@@ -6,9 +6,10 @@
 // A Manager keeps Profile.Size ready VMM processes per profile (each an
 // `ember vmm` process with its own API socket) and replenishes them in the
 // background. Claim hands one over: it re-identifies the VM (fresh nonce,
-// clock, MAC, id: never shared between two claims), optionally resumes it,
-// and returns its API socket and pid; from then on the VMM belongs to the
-// claimer and outlives the pool. When no VM is ready, Claim falls back to a
+// clock, MAC, id: never shared between two claims), optionally resumes it
+// (else it waits paused for the claimer, who may attach drives first), and
+// returns its pid, API socket and vsock socket; from then on the VMM
+// belongs to the claimer, who ends it, and outlives the pool. When no VM is ready, Claim falls back to a
 // cold start and says so. A pooled VMM whose pool dies before claiming it
 // stops itself (its lease pipe closes).
 package pool

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/embervm/ember/vmm/api"
@@ -16,6 +17,10 @@ import (
 var (
 	ErrUnknownProfile = errors.New("pool: unknown profile")
 	ErrClosed         = errors.New("pool: closed")
+	// ErrEmpty: a claim that refused a cold start found no ready VM.
+	ErrEmpty = errors.New("pool: no ready VM")
+	// ErrUnreachable: the client could not reach the pool daemon.
+	ErrUnreachable = errors.New("pool: daemon unreachable")
 )
 
 // profileState is a profile's live state. Its fields are guarded by the
@@ -226,15 +231,33 @@ func (m *Manager) sweep(ps *profileState) {
 type ClaimOptions struct {
 	// ID names the claimed VM (default: the VMM's id).
 	ID string
-	// Resume resumes the VM before Claim returns.
+	// Resume resumes the VM before Claim returns. Without it the VM waits
+	// paused for the claimer, who may attach drives through the VMM's API
+	// first and then resumes it there.
 	Resume bool
+	// NoCold makes a claim that finds no ready VM fail with ErrEmpty
+	// instead of starting a VMM cold, for claimers that have a fallback of
+	// their own.
+	NoCold bool
 }
 
-// Claim is a handed-over VM.
+// Claim is a handed-over VM. From the claim on, the VMM belongs to the
+// claimer: the pool neither reaps nor kills it, not even on Close, and the
+// claimer ends it (through its API, or by PID: the VMM runs in its own
+// process group and is the pool's child, so a claimer that is not should
+// signal it through a pidfd) and removes what it leaves in the run
+// directory when killed (Socket, Vsock, Console).
 type Claim struct {
-	ID     string `json:"id"`
-	PID    int    `json:"pid"`
+	ID  string `json:"id"`
+	PID int    `json:"pid"`
+	// Socket is the VMM's control API (vmm/api).
 	Socket string `json:"socket"`
+	// Vsock is the VM's vsock Unix socket (Linux VMs with a vsock
+	// device; CONNECT <port> reaches the guest), "" if it has none.
+	Vsock string `json:"vsock,omitempty"`
+	// Console is the guest console's log file, for profiles with
+	// Console set.
+	Console string `json:"console,omitempty"`
 	// Source is "pool" for a ready VM, "cold" for the fallback start.
 	Source   string       `json:"source"`
 	Identity api.Identity `json:"identity"`
@@ -266,6 +289,10 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	}
 	ps.target = ps.Size // refill after idle reaping
 	m.mu.Unlock()
+	if e == nil && opts.NoCold {
+		ps.poke()
+		return nil, fmt.Errorf("%w for profile %q", ErrEmpty, profile)
+	}
 	// The refill is poked once the claimed VM runs: waking the keeper
 	// earlier would put another thread on a CPU during the claim.
 	defer ps.poke()
@@ -280,7 +307,7 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 		}
 	}
 	c.Wait = time.Since(t0)
-	c.ID, c.PID, c.Socket = e.id, e.cmd.Process.Pid, e.sock
+	c.ID, c.PID, c.Socket, c.Vsock, c.Console = e.id, e.cmd.Process.Pid, e.sock, e.vsock, e.console
 	if opts.ID != "" {
 		c.ID = opts.ID
 	}
@@ -298,7 +325,7 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 		err = client.SetIdentity(ctx, c.Identity)
 	}
 	if err != nil {
-		e.cmd.Process.Kill()
+		e.discard()
 		return nil, fmt.Errorf("pool: identify %s: %w", e.id, err)
 	}
 	c.Identify = time.Since(t1)
@@ -307,7 +334,7 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	// byte that says so goes after the claim's critical path: writing it
 	// first woke a thread in the VMM during the identity request.
 	if err := e.handOver(); err != nil {
-		e.cmd.Process.Kill()
+		e.discard()
 		return nil, fmt.Errorf("pool: hand over %s: %w", e.id, err)
 	}
 	m.mu.Lock()
@@ -317,6 +344,15 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	}
 	m.mu.Unlock()
 	return c, nil
+}
+
+// abandon ends a VMM claimed for a claimer that went away before it got
+// the answer. The VMM is the pool's child (its pid cannot be reused before
+// the pool reaps it).
+func (m *Manager) abandon(c *Claim) {
+	m.log.Warn("pool: the claimer went away; ending the VMM claimed for it", "id", c.ID, "pid", c.PID)
+	syscall.Kill(c.PID, syscall.SIGKILL)
+	removeFiles(c.Socket, c.Vsock, c.Console)
 }
 
 // ProfileStatus counts a profile's VMs.

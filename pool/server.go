@@ -17,6 +17,9 @@ type ClaimRequest struct {
 	Profile string `json:"profile"`
 	ID      string `json:"id,omitempty"`
 	Resume  bool   `json:"resume,omitempty"`
+	// NoCold: with no ready VM, answer 409 (ErrEmpty) instead of
+	// starting one cold.
+	NoCold bool `json:"no_cold,omitempty"`
 }
 
 type errorBody struct {
@@ -25,7 +28,8 @@ type errorBody struct {
 
 // Handler serves the pool's API:
 //
-//	POST /claim   ClaimRequest -> Claim
+//	POST /claim   ClaimRequest -> Claim (404 unknown profile, 409 empty
+//	              with no_cold, 503 closed)
 //	GET  /status  []ProfileStatus
 func Handler(m *Manager) http.Handler {
 	mux := http.NewServeMux()
@@ -37,10 +41,17 @@ func Handler(m *Manager) http.Handler {
 			reply(w, http.StatusBadRequest, errorBody{"malformed claim request: " + err.Error()})
 			return
 		}
-		c, err := m.Claim(r.Context(), req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume})
+		c, err := m.Claim(r.Context(), req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume, NoCold: req.NoCold})
+		if err == nil && r.Context().Err() != nil {
+			// The claimer hung up: nobody would ever own this VMM.
+			m.abandon(c)
+			return
+		}
 		switch {
 		case errors.Is(err, ErrUnknownProfile):
 			reply(w, http.StatusNotFound, errorBody{err.Error()})
+		case errors.Is(err, ErrEmpty):
+			reply(w, http.StatusConflict, errorBody{err.Error()})
 		case errors.Is(err, ErrClosed):
 			reply(w, http.StatusServiceUnavailable, errorBody{err.Error()})
 		case err != nil:

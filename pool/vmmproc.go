@@ -3,7 +3,6 @@ package pool
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +19,8 @@ type entry struct {
 	profile *profileState
 	cmd     *exec.Cmd
 	sock    string
+	vsock   string   // the VM's vsock socket, if it has one
+	console string   // the guest console's log, if the profile keeps one
 	lease   *os.File // write end; 'c' hands the VMM over
 	readyAt time.Time
 	// client is the warmed-up API connection, kept for the claim.
@@ -44,7 +45,12 @@ func (m *Manager) spawn(ctx context.Context, p *profileState, warm bool) (*entry
 		readyW.Close()
 		return nil, err
 	}
-	args := append([]string{"vmm", "--api-sock", e.sock, "--id", id, "--ready-fd", "3", "--lease-fd", "4"}, p.VMMArgs...)
+	args := []string{"vmm", "--api-sock", e.sock, "--id", id, "--ready-fd", "3", "--lease-fd", "4"}
+	if p.Console {
+		e.console = filepath.Join(m.cfg.RunDir, id+".console")
+		args = append(args, "--console", e.console)
+	}
+	args = append(args, p.VMMArgs...)
 	cmd := exec.Command(m.cfg.Ember, args...)
 	cmd.ExtraFiles = []*os.File{readyW, leaseR}
 	cmd.Stdout = os.Stderr
@@ -52,6 +58,13 @@ func (m *Manager) spawn(ctx context.Context, p *profileState, warm bool) (*entry
 	// Its own process group: a terminal's ^C to the pool does not reach a
 	// VMM that a client has claimed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if p.IsolateNetwork {
+		// A claimer's tools may resolve the VMM's pid to its network
+		// namespace (containerd reports it as a container's pid, and
+		// ctr --cni configures /proc/PID/ns/net): that must not be the
+		// host's.
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
 	err = cmd.Start()
 	readyW.Close()
 	leaseR.Close()
@@ -95,6 +108,11 @@ func (m *Manager) spawn(ctx context.Context, p *profileState, warm bool) (*entry
 		}
 		return nil, err
 	}
+	// A Linux VM's vsock socket is next to its API socket (ember vmm
+	// --restore's default), made before the VMM reports ready.
+	if fi, err := os.Lstat(e.sock + ".vsock"); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		e.vsock = e.sock + ".vsock"
+	}
 	if warm {
 		e.warmUp(ctx)
 	}
@@ -124,7 +142,8 @@ func (e *entry) handOver() error {
 }
 
 // kill ends an unclaimed VMM: closing the lease asks it to stop; SIGKILL
-// follows if it lingers.
+// follows if it lingers. It returns once the VMM has exited and its files
+// are gone.
 func (e *entry) kill() {
 	if e.client != nil {
 		e.client.Close()
@@ -132,10 +151,34 @@ func (e *entry) kill() {
 	e.lease.Close()
 	select {
 	case <-e.exited:
-		return
 	case <-time.After(2 * time.Second):
+		e.cmd.Process.Signal(syscall.SIGKILL)
+		<-e.exited
+	}
+	e.removeFiles()
+}
+
+// discard ends a VMM whose claim failed at once.
+func (e *entry) discard() {
+	if e.client != nil {
+		e.client.Close()
 	}
 	e.cmd.Process.Signal(syscall.SIGKILL)
+	e.lease.Close()
+	<-e.exited
+	e.removeFiles()
+}
+
+// removeFiles removes what a VMM that did not exit cleanly leaves in the
+// run directory.
+func (e *entry) removeFiles() { removeFiles(e.sock, e.vsock, e.console) }
+
+func removeFiles(paths ...string) {
+	for _, p := range paths {
+		if p != "" {
+			os.Remove(p)
+		}
+	}
 }
 
 func (e *entry) alive() bool {
@@ -146,5 +189,3 @@ func (e *entry) alive() bool {
 		return true
 	}
 }
-
-var errGone = errors.New("pool: VMM process exited")

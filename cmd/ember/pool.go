@@ -89,16 +89,23 @@ func poolClaim(ctx context.Context, args []string) error {
 	profile := fs.String("profile", "", "profile to claim from (required)")
 	resume := fs.Bool("resume", false, "resume the VM before returning")
 	id := fs.String("id", "", "name for the claimed VM")
+	noCold := fs.Bool("no-cold", false, "fail when no VM is ready instead of starting one cold")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *profile == "" {
 		return errors.New("--profile is required")
 	}
-	c, err := pool.NewClient(*sock).Claim(ctx, pool.ClaimRequest{Profile: *profile, ID: *id, Resume: *resume})
+	c, err := pool.NewClient(*sock).Claim(ctx, pool.ClaimRequest{Profile: *profile, ID: *id, Resume: *resume, NoCold: *noCold})
 	if err != nil {
 		return err
 	}
 	fmt.Printf("claimed %s (pid %d, %s) api socket %s in %v\n", c.ID, c.PID, c.Source, c.Socket, c.Total.Round(time.Microsecond))
+	if c.Vsock != "" {
+		fmt.Printf("vsock socket %s\n", c.Vsock)
+	}
+	if c.Console != "" {
+		fmt.Printf("console %s\n", c.Console)
+	}
 	return nil
 }

@@ -83,7 +83,10 @@ func TestNativePoolOfLinuxVMs(t *testing.T) {
 	}
 
 	for _, cl := range []*pool.Claim{warm, cold} {
-		ac, err := client.Dial(ctx, cl.Socket+".vsock", api.DefaultVsockPort)
+		if cl.Vsock != cl.Socket+".vsock" {
+			t.Errorf("claimed VM %s: vsock socket %q, want %q", cl.ID, cl.Vsock, cl.Socket+".vsock")
+		}
+		ac, err := client.Dial(ctx, cl.Vsock, api.DefaultVsockPort)
 		if err != nil {
 			t.Fatalf("claimed VM %s: %v", cl.ID, err)
 		}

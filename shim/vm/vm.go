@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
 	"github.com/embervm/ember/guest/api"
 	"github.com/embervm/ember/guest/client"
 	"github.com/embervm/ember/shim/config"
@@ -96,8 +98,13 @@ type VM struct {
 	Steps []Step
 
 	cfg     config.Config
-	cmd     *exec.Cmd
+	cmd     *exec.Cmd // the VMM, when the shim started it
 	pid     int
+	vsock   string // the VM's vsock socket
+	console string // the guest console's log
+	// pidfd and claim: a VMM claimed from the pool (not the shim's child).
+	pidfd   *os.File
+	claim   *claimRecord
 	api     *vmmapi.Client
 	rpc     io.Closer
 	agent   Agent
@@ -142,13 +149,16 @@ func Start(ctx context.Context, spec Spec) (*VM, error) {
 	var steps []Step
 	var errs []error
 	for _, s := range sources {
-		v := &VM{ID: spec.ID, Dir: spec.Dir, cfg: spec.Config, done: make(chan struct{})}
+		v := &VM{ID: spec.ID, Dir: spec.Dir, cfg: spec.Config, done: make(chan struct{}),
+			vsock: filepath.Join(spec.Dir, vsockSocket), console: filepath.Join(spec.Dir, consoleLog)}
 		t := time.Now()
 		err := s.get(ctx, spec, v)
 		steps = append(steps, Step{Name: s.name, Duration: time.Since(t), Err: err})
 		if err == nil {
-			v.Source, v.Steps = s.name, steps
-			log.G(ctx).WithField("vm", spec.ID).Infof("vm: served by %s in %v (steps: %s)", s.name, time.Since(t).Round(time.Millisecond), formatSteps(steps))
+			inner := v.Steps
+			v.Source, v.Steps = s.name, append(steps, inner...)
+			log.G(ctx).WithField("vm", spec.ID).Infof("vm: served by %s in %v (steps: %s; of %s: %s)",
+				s.name, time.Since(t).Round(time.Millisecond), formatSteps(steps), s.name, formatSteps(inner))
 			return v, nil
 		}
 		v.Kill()
@@ -176,19 +186,6 @@ func formatSteps(steps []Step) string {
 	return b.String()
 }
 
-// claimPool claims a paused, booted VM from the warm pool. Its rootfs
-// would go to a spare drive slot as after a restore, but a claimer cannot
-// reach a pooled VM's agent yet.
-func claimPool(ctx context.Context, spec Spec, v *VM) error {
-	if spec.Config.PoolSocket == "" {
-		return fmt.Errorf("%w: no pool_socket configured", ErrSkipped)
-	}
-	if spec.Network != nil {
-		return fmt.Errorf("%w: %w", ErrSkipped, errNetworkNeedsBoot)
-	}
-	return fmt.Errorf("%w: pooled VMs do not expose their vsock socket to claimers yet", ErrSkipped)
-}
-
 // restoreSnapshot restores the configured snapshot profile (a snapshot of
 // a VM booted with the agent and spare drive slots, `ember snapshot
 // create`) in `ember vmm --restore`, attaches the drives to spare slots
@@ -207,6 +204,14 @@ func restoreSnapshot(ctx context.Context, spec Spec, v *VM) error {
 		return err
 	}
 	v.Steps = append(v.Steps, Step{Name: "restore.vmm-ready", Duration: time.Since(t)})
+	return v.attachAndResume(ctx, spec, "restore", "snapshot profile "+spec.Config.SnapshotProfile)
+}
+
+// attachAndResume attaches spec's drives to free spare slots of the
+// paused, restored VM through the VMM's API, resumes it, re-identifies the
+// agent (clock, entropy, Ready) and waits until the guest sees the drives.
+// step prefixes the step names; what names the VM's origin in errors.
+func (v *VM) attachAndResume(ctx context.Context, spec Spec, step, what string) error {
 	slots, err := v.api.Drives(ctx)
 	if err != nil {
 		return fmt.Errorf("vm: drive slots: %w", err)
@@ -219,8 +224,8 @@ func restoreSnapshot(ctx context.Context, spec Spec, v *VM) error {
 		v.slots = append(v.slots, s.Path) // an image in the snapshot holds its slot
 	}
 	if free < len(spec.Drives) {
-		return fmt.Errorf("%w: snapshot profile %s has %d free spare drive slots, the container needs %d",
-			ErrSkipped, spec.Config.SnapshotProfile, free, len(spec.Drives))
+		return fmt.Errorf("%w: %s has %d free spare drive slots, the container needs %d",
+			ErrSkipped, what, free, len(spec.Drives))
 	}
 	type pending struct {
 		slot int
@@ -245,11 +250,11 @@ func restoreSnapshot(ctx context.Context, spec Spec, v *VM) error {
 		v.slots[slot] = pendingSlot
 		attached = append(attached, pending{slot, size})
 	}
-	t = time.Now()
+	t := time.Now()
 	if err := v.api.Action(ctx, vmmapi.ActionResume); err != nil {
-		return fmt.Errorf("vm: resume the restored VM: %w", err)
+		return fmt.Errorf("vm: resume the VM (%s): %w", what, err)
 	}
-	v.Steps = append(v.Steps, Step{Name: "restore.resume", Duration: time.Since(t)})
+	v.Steps = append(v.Steps, Step{Name: step + ".resume", Duration: time.Since(t)})
 	if err := v.connect(ctx, true); err != nil {
 		return err
 	}
@@ -262,7 +267,7 @@ func restoreSnapshot(ctx context.Context, spec Spec, v *VM) error {
 		v.slots[a.slot] = dev
 		v.devices = append(v.devices, dev)
 	}
-	v.Steps = append(v.Steps, Step{Name: "restore.disks", Duration: time.Since(t)})
+	v.Steps = append(v.Steps, Step{Name: step + ".disks", Duration: time.Since(t)})
 	return nil
 }
 
@@ -341,8 +346,8 @@ func (v *VM) spawn(ctx context.Context, args ...string) error {
 		return fmt.Errorf("vm: start %s: %w", v.cfg.Ember, err)
 	}
 	v.cmd, v.pid = cmd, cmd.Process.Pid
-	if err := os.WriteFile(filepath.Join(v.Dir, PidFile), []byte(strconv.Itoa(v.pid)), 0o600); err != nil {
-		return fmt.Errorf("vm: %w", err)
+	if err := writePidFile(v.Dir, v.pid); err != nil {
+		return err
 	}
 	go func() {
 		err := cmd.Wait()
@@ -370,11 +375,23 @@ func (v *VM) spawn(ctx context.Context, args ...string) error {
 	return nil
 }
 
+// writePidFile records the VMM's pid in dir.
+func writePidFile(dir string, pid int) error {
+	if err := os.WriteFile(filepath.Join(dir, PidFile), []byte(strconv.Itoa(pid)), 0o600); err != nil {
+		return fmt.Errorf("vm: %w", err)
+	}
+	return nil
+}
+
 // tail returns the end of the VMM's log and console, for error messages.
 func (v *VM) tail() string {
 	var out string
-	for _, name := range []string{vmmLog, consoleLog} {
-		b, err := os.ReadFile(filepath.Join(v.Dir, name))
+	for _, path := range []string{filepath.Join(v.Dir, vmmLog), v.console} {
+		if path == "" {
+			continue
+		}
+		name := filepath.Base(path)
+		b, err := os.ReadFile(path)
 		if err != nil || len(b) == 0 {
 			continue
 		}
@@ -403,7 +420,7 @@ func (v *VM) connect(ctx context.Context, restored bool) error {
 		case <-dctx.Done():
 		}
 	}()
-	c, err := client.Dial(dctx, filepath.Join(v.Dir, vsockSocket), api.DefaultVsockPort)
+	c, err := client.Dial(dctx, v.vsock, api.DefaultVsockPort)
 	if err != nil {
 		select {
 		case <-v.done:
@@ -489,8 +506,18 @@ func (v *VM) Shutdown(ctx context.Context, grace time.Duration) error {
 			log.G(ctx).WithError(err).Debug("vm: agent shutdown")
 		}
 	}
+	ended := v.done
+	if v.claim != nil && v.api != nil {
+		// A VMM from the pool lingers after its VM ends (for a last
+		// /wait): the VM's end is what counts.
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		vmEnded := make(chan struct{})
+		go func() { v.api.Wait(wctx); close(vmEnded) }()
+		ended = vmEnded
+	}
 	select {
-	case <-v.done:
+	case <-ended:
 	case <-time.After(grace + 3*time.Second):
 		log.G(ctx).Warn("vm: VMM did not exit after the agent's shutdown; killing it")
 	}
@@ -508,12 +535,15 @@ func (v *VM) Kill() {
 		if v.api != nil {
 			v.api.Close()
 		}
-		if v.cmd != nil {
+		switch {
+		case v.cmd != nil:
 			syscall.Kill(-v.pid, syscall.SIGKILL)
 			select {
 			case <-v.done:
 			case <-time.After(5 * time.Second):
 			}
+		case v.pidfd != nil:
+			v.killClaimed()
 		}
 		os.Remove(filepath.Join(v.Dir, PidFile))
 		v.disconnectNetwork(context.Background())
@@ -521,14 +551,21 @@ func (v *VM) Kill() {
 }
 
 // Cleanup removes a VM's state directory, killing a VMM still recorded in
-// its pid file (after a shim crash). The console log is kept in
-// StateDir/consoles when KeepConsole is set.
+// its pid file (after a shim crash): the shim's own, or one claimed from
+// the pool (ClaimFile), whose sockets in the pool's run directory go too.
+// The console log is kept in StateDir/consoles when KeepConsole is set.
 func Cleanup(dir string, cfg config.Config) {
+	sock, claim := filepath.Join(dir, apiSocket), readClaim(dir)
+	if claim != nil {
+		sock = claim.Socket
+	}
 	if b, err := os.ReadFile(filepath.Join(dir, PidFile)); err == nil {
-		if pid, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && pid > 1 && isVMM(pid, dir) {
-			syscall.Kill(-pid, syscall.SIGKILL)
-			syscall.Kill(pid, syscall.SIGKILL)
+		if pid, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && pid > 1 {
+			killVMM(pid, sock)
 		}
+	}
+	if claim != nil {
+		claim.release(dir)
 	}
 	if cfg.KeepConsole {
 		keep := filepath.Join(cfg.StateDir, "consoles")
@@ -539,9 +576,27 @@ func Cleanup(dir string, cfg config.Config) {
 	os.RemoveAll(dir)
 }
 
-// isVMM checks that pid still runs an ember VMM of this directory (the pid
-// may have been reused).
-func isVMM(pid int, dir string) bool {
+// killVMM kills pid and its process group if it still runs the ember VMM
+// serving the API socket sock (the pid may have been reused). The signal
+// goes through a pidfd opened before the check, so it cannot reach a
+// process that took the pid after it.
+func killVMM(pid int, sock string) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	if !isVMM(pid, sock) {
+		return
+	}
+	if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+}
+
+// isVMM checks that pid runs an ember VMM serving the API socket sock.
+func isVMM(pid int, sock string) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && bytes.Contains(b, []byte(filepath.Join(dir, apiSocket)))
+	return err == nil && bytes.Contains(b, append([]byte(sock), 0))
 }
