@@ -55,7 +55,7 @@ demo: setup build kernel
 bench: build
 	$(BIN)/ember bench core
 	$(BIN)/ember bench pool
-	$(GO) run ./benchmarks/ctr/cmd -runs 20 -sources boot,restore
+	$(GO) run ./benchmarks/ctr/cmd -runs 20 -sources boot,restore,pool
 
 clean:
 	rm -rf $(BIN)

@@ -35,7 +35,8 @@ type Paths struct {
 	Busybox string
 }
 
-// Sources of ember VMs the benchmark can compare (the shim's backends).
+// Sources of ember VMs the benchmark can compare (the shim's backends;
+// SourcePool in pool.go).
 const (
 	SourceBoot    = "boot"
 	SourceRestore = "restore"
@@ -47,8 +48,9 @@ type Options struct {
 	// each, which is not counted).
 	Runs int
 	// Sources are the ember VM sources to time (default: boot). Restore
-	// first writes a snapshot profile (a booted agent VM with spare drive
-	// slots) with ember snapshot create.
+	// and pool first write a snapshot profile (a booted agent VM with spare
+	// drive slots) with ember snapshot create; pool then serves VMs
+	// restored from it with ember pool serve.
 	Sources []string
 	// Runc also runs the containers with runc.
 	Runc bool
@@ -82,6 +84,8 @@ type Report struct {
 	Profile time.Duration `json:"profile"`
 	Host    string        `json:"host"`
 	Date    string        `json:"date"`
+	// Notes say how variants were set up.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Run starts containerd, imports a busybox image and times `ctr run --rm
@@ -98,8 +102,8 @@ func Run(ctx context.Context, p Paths, o Options) (*Report, error) {
 	}
 	var vs []variant
 	for _, src := range o.Sources {
-		if src != SourceBoot && src != SourceRestore {
-			return nil, fmt.Errorf("ctrbench: unknown source %q (boot or restore)", src)
+		if src != SourceBoot && src != SourceRestore && src != SourcePool {
+			return nil, fmt.Errorf("ctrbench: unknown source %q (boot, restore or pool)", src)
 		}
 		vs = append(vs, variant{RuntimeEmber, src})
 	}
@@ -117,13 +121,19 @@ func Run(ctx context.Context, p Paths, o Options) (*Report, error) {
 	for _, v := range vs {
 		rep.Labels = append(rep.Labels, v.Label())
 	}
-	if slices.Contains(o.Sources, SourceRestore) {
+	if slices.Contains(o.Sources, SourceRestore) || slices.Contains(o.Sources, SourcePool) {
 		t := time.Now()
 		if err := c.writeProfile(ctx, p); err != nil {
 			return nil, err
 		}
 		rep.Profile = time.Since(t)
 		fmt.Fprintf(o.Log, "ctrbench: snapshot profile written in %v\n", rep.Profile.Round(time.Millisecond))
+	}
+	if slices.Contains(o.Sources, SourcePool) {
+		if c.pool, err = startPool(ctx, p, c.root, c.profile); err != nil {
+			return nil, err
+		}
+		rep.Notes = append(rep.Notes, fmt.Sprintf("ember pool: each sample claims from a full `ember pool serve` of one VM restored from the same profile; the claimed VM's replacement starts %v later (the lab has one vCPU) and is not timed.", poolRefillDelay))
 	}
 	for i := -1; i < o.Runs; i++ {
 		order := slices.Clone(vs)
@@ -206,6 +216,12 @@ func (c *containerd) runOnce(ctx context.Context, v variant, id, word string) (t
 		// Each container's shim reads the configuration when it starts.
 		if err := c.configure(v.source); err != nil {
 			return 0, err
+		}
+		if v.source == SourcePool {
+			// Claims from a full pool: its refill is not timed.
+			if err := c.pool.waitFull(ctx); err != nil {
+				return 0, err
+			}
 		}
 		served = "served by " + v.source
 	}

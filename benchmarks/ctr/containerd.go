@@ -34,13 +34,14 @@ type containerd struct {
 	// written) make the shim's configuration.
 	paths   Paths
 	profile string
+	pool    *warmPool // for SourcePool
 	cmd     *exec.Cmd
 	log     *os.File
 }
 
 // shimConfig is the ember shim's configuration for the run: VMs from
 // backend (boot or restore, with the snapshot profile).
-func shimConfig(p Paths, root, backend, profile string) string {
+func shimConfig(p Paths, root, backend, profile, poolSocket string) string {
 	cfg := fmt.Sprintf(`ember = %q
 kernel = %q
 initrd = %q
@@ -53,6 +54,9 @@ agent_timeout = "3m"
 `, p.Ember, p.Kernel, p.Initrd, backend, filepath.Join(root, "ember"), filepath.Join(root, "ember-cache"))
 	if profile != "" {
 		cfg += fmt.Sprintf("snapshot_profile = %q\n", profile)
+	}
+	if poolSocket != "" {
+		cfg += fmt.Sprintf("pool_socket = %q\npool_profile = %q\n", poolSocket, poolProfile)
 	}
 	return cfg
 }
@@ -74,7 +78,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 [ttrpc]
   address = %q
 `, filepath.Join(root, "root"), filepath.Join(root, "state"), c.sock, c.sock+".ttrpc")
-	files := map[string]string{"containerd.toml": cdCfg, "ember.toml": shimConfig(p, root, SourceBoot, "")}
+	files := map[string]string{"containerd.toml": cdCfg, "ember.toml": shimConfig(p, root, SourceBoot, "", "")}
 	for name, s := range files {
 		if err := os.WriteFile(filepath.Join(root, name), []byte(s), 0o644); err != nil {
 			c.cleanup()
@@ -139,7 +143,11 @@ func (c *containerd) ctr(ctx context.Context, stdin string, args ...string) (res
 // shim reads it when it starts.
 func (c *containerd) configure(source string) error {
 	tmp := filepath.Join(c.root, "ember.toml.tmp")
-	if err := os.WriteFile(tmp, []byte(shimConfig(c.paths, c.root, source, c.profile)), 0o644); err != nil {
+	sock := ""
+	if c.pool != nil {
+		sock = c.pool.sock
+	}
+	if err := os.WriteFile(tmp, []byte(shimConfig(c.paths, c.root, source, c.profile, sock)), 0o644); err != nil {
 		return fmt.Errorf("ctrbench: shim config: %w", err)
 	}
 	return os.Rename(tmp, filepath.Join(c.root, "ember.toml"))
@@ -189,6 +197,9 @@ func (c *containerd) logTail() string {
 // stop kills containerd (its shims end with their tasks, which were all
 // removed) and removes the run's directories, unmounting what is left.
 func (c *containerd) stop() {
+	if c.pool != nil {
+		c.pool.stop()
+	}
 	if c.cmd != nil && c.cmd.Process != nil {
 		_ = c.cmd.Process.Kill()
 		_ = c.cmd.Wait()

@@ -35,6 +35,9 @@ func (r *Report) WriteMarkdown(w io.Writer, command, where string) {
 	if r.Profile > 0 {
 		fmt.Fprintf(w, "The restore source's snapshot profile (a booted agent VM with spare drive slots) was written once before, in %v.\n", r.Profile.Round(time.Millisecond))
 	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, n)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| variant | runs | median | p99 | min | warm-up |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")

@@ -38,8 +38,8 @@ const maxClaimID = 63
 // claimPool claims a paused VM from the warm pool (a restore of a
 // snapshot profile, like restoreSnapshot's), attaches the drives to spare
 // slots through the VMM's API while it is paused, resumes it (the VMM
-// hands the claim's identity to the agent on resume), re-identifies the
-// agent as after a restore and waits until the guest sees the drives.
+// hands the claim's identity to the agent on resume: clock, entropy,
+// Ready), connects to the agent and waits until the guest sees the drives.
 //
 // The claimed VMM is the pool's child, not the shim's: the VM holds a
 // pidfd for it (its exit and Kill), and ClaimFile in the state directory
@@ -81,7 +81,9 @@ func claimPool(ctx context.Context, spec Spec, v *VM) error {
 	if cl.Vsock == "" {
 		return fmt.Errorf("vm: pool profile %q gives VMs without a vsock socket, so no agent: it must restore a snapshot profile (--restore DIR)", cfg.PoolProfile)
 	}
-	return v.attachAndResume(ctx, spec, "pool", fmt.Sprintf("pool profile %q", cfg.PoolProfile))
+	// The VMM hands the claim's identity to the agent as it resumes
+	// (clock, entropy, Ready), so the shim need not repeat it.
+	return v.attachAndResume(ctx, spec, "pool", fmt.Sprintf("pool profile %q", cfg.PoolProfile), identified)
 }
 
 // adopt takes over a VMM claimed from the pool: a pidfd pins the process

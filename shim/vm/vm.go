@@ -204,14 +204,15 @@ func restoreSnapshot(ctx context.Context, spec Spec, v *VM) error {
 		return err
 	}
 	v.Steps = append(v.Steps, Step{Name: "restore.vmm-ready", Duration: time.Since(t)})
-	return v.attachAndResume(ctx, spec, "restore", "snapshot profile "+spec.Config.SnapshotProfile)
+	return v.attachAndResume(ctx, spec, "restore", "snapshot profile "+spec.Config.SnapshotProfile, fromSnapshot)
 }
 
 // attachAndResume attaches spec's drives to free spare slots of the
-// paused, restored VM through the VMM's API, resumes it, re-identifies the
-// agent (clock, entropy, Ready) and waits until the guest sees the drives.
-// step prefixes the step names; what names the VM's origin in errors.
-func (v *VM) attachAndResume(ctx context.Context, spec Spec, step, what string) error {
+// paused, restored VM through the VMM's API, resumes it, connects to the
+// agent (re-identifying it as origin needs) and waits until the guest sees
+// the drives. step prefixes the step names; what names the VM's origin in
+// errors.
+func (v *VM) attachAndResume(ctx context.Context, spec Spec, step, what string, origin vmOrigin) error {
 	slots, err := v.api.Drives(ctx)
 	if err != nil {
 		return fmt.Errorf("vm: drive slots: %w", err)
@@ -255,7 +256,7 @@ func (v *VM) attachAndResume(ctx context.Context, spec Spec, step, what string) 
 		return fmt.Errorf("vm: resume the VM (%s): %w", what, err)
 	}
 	v.Steps = append(v.Steps, Step{Name: step + ".resume", Duration: time.Since(t)})
-	if err := v.connect(ctx, true); err != nil {
+	if err := v.connect(ctx, origin); err != nil {
 		return err
 	}
 	t = time.Now()
@@ -311,7 +312,7 @@ func coldBoot(ctx context.Context, spec Spec, v *VM) error {
 	if err := v.connectNetwork(spec.Network); err != nil {
 		return err
 	}
-	if err := v.connect(ctx, false); err != nil {
+	if err := v.connect(ctx, fromBoot); err != nil {
 		return err
 	}
 	return v.configureGuestNetwork(ctx)
@@ -403,10 +404,24 @@ func (v *VM) tail() string {
 	return out
 }
 
-// connect dials the agent and tells it the VM is ready; a restored VM's
+// vmOrigin says what the agent needs to hear once connected.
+type vmOrigin int
+
+const (
+	// fromBoot: a freshly booted guest; Ready.
+	fromBoot vmOrigin = iota
+	// fromSnapshot: a restored guest shares the snapshot's clock and
+	// random state; SetTime, AddEntropy, then Ready.
+	fromSnapshot
+	// identified: a pooled VM whose VMM gave the agent the claim's
+	// identity (clock, entropy, Ready) on resume; nothing more to say.
+	identified
+)
+
+// connect dials the agent and tells it what origin needs: a restored VM's
 // agent first gets the host's clock and fresh entropy (every restore of a
-// snapshot would otherwise share the guest's random state).
-func (v *VM) connect(ctx context.Context, restored bool) error {
+// snapshot would otherwise share the guest's random state), then Ready.
+func (v *VM) connect(ctx context.Context, origin vmOrigin) error {
 	t := time.Now()
 	actx, cancel := context.WithTimeout(ctx, time.Duration(v.cfg.AgentTimeout))
 	defer cancel()
@@ -432,8 +447,11 @@ func (v *VM) connect(ctx context.Context, restored bool) error {
 	v.rpc = c
 	v.agent = c
 	v.Steps = append(v.Steps, Step{Name: "agent.connect", Duration: time.Since(t)})
+	if origin == identified {
+		return nil
+	}
 	t = time.Now()
-	if restored {
+	if origin == fromSnapshot {
 		if _, err := v.agent.SetTime(actx, &api.SetTimeRequest{UnixNano: time.Now().UnixNano()}); err != nil {
 			return fmt.Errorf("vm: agent set time: %w", err)
 		}

@@ -2,7 +2,7 @@
 // shim against runc, or (-demo) runs one container in an ember microVM. On
 // hosts whose KVM cannot boot Linux it runs itself inside the nested lab.
 //
-//	go run ./benchmarks/ctr/cmd -runs 20 -sources boot,restore   # table into docs/benchmarks.md
+//	go run ./benchmarks/ctr/cmd -runs 20 -sources boot,restore,pool   # table into docs/benchmarks.md
 //	go run ./benchmarks/ctr/cmd -demo             # what make demo shows
 package main
 
@@ -32,7 +32,7 @@ var demoCommand = []string{"sh", "-c", "echo hello from a container in an ember 
 
 func main() {
 	runs := flag.Int("runs", 20, "containers per variant (after one warm-up each)")
-	sources := flag.String("sources", "boot,restore", "ember VM sources to time, comma-separated: boot, restore")
+	sources := flag.String("sources", "boot,restore,pool", "ember VM sources to time, comma-separated: boot, restore, pool")
 	noRunc := flag.Bool("no-runc", false, "time only ember, not runc")
 	demo := flag.Bool("demo", false, "run one container in an ember microVM and print its output")
 	doc := flag.String("doc", "docs/benchmarks.md", "markdown file whose section to update (empty: stdout only)")
