@@ -103,7 +103,7 @@ func serve(log *slog.Logger, opts options, pid1 bool) error {
 			log.Warn("no cgroup v2: stats from procfs, no resource limits", "err", err)
 		} else {
 			cfg.Cgroups = h
-			features = append(features, "cgroup2")
+			features = append(features, "cgroup2", "oom-events")
 		}
 	}
 	acfg := agent.Config{

@@ -72,7 +72,9 @@ func (h *harness) ctx() context.Context {
 	return ctx
 }
 
-func newHarness(t testing.TB) *harness {
+// newHarness starts an agent; opts adjust its container manager's
+// configuration.
+func newHarness(t testing.TB, opts ...func(*container.Config)) *harness {
 	tt, _ := t.(*testing.T)
 	dir := t.TempDir()
 	r := reaper.New(reaper.ModeRegistered)
@@ -80,7 +82,11 @@ func newHarness(t testing.TB) *harness {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	mgr := container.NewManager(container.Config{StateDir: filepath.Join(dir, "state"), Reaper: r, Log: log})
+	cfg := container.Config{StateDir: filepath.Join(dir, "state"), Reaper: r, Log: log}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	mgr := container.NewManager(cfg)
 	a, err := New(Config{Containers: mgr, Log: log, ShutdownGrace: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

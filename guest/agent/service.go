@@ -120,11 +120,32 @@ func (s *service) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) 
 	if err != nil {
 		return nil, err
 	}
-	return &api.WaitProcessResponse{
+	resp := &api.WaitProcessResponse{
 		ExitStatus:       uint32(st.Code),
 		Signal:           uint32(st.Signal),
 		ExitedAtUnixNano: st.ExitedAt.UnixNano(),
-	}, nil
+	}
+	// Read after the reap: an OOM kill that ended the process is counted
+	// (the host reports it before the exit).
+	if c, err := s.a.cfg.Containers.Get(req.Process.ContainerId); err == nil {
+		resp.OomKills = c.OOMKills()
+	}
+	return resp, nil
+}
+
+func (s *service) WaitOOM(ctx context.Context, req *api.WaitOOMRequest) (*api.WaitOOMResponse, error) {
+	c, err := s.a.cfg.Containers.Get(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	n, stopped, err := c.WaitOOM(ctx, req.AfterOomKills)
+	if err != nil {
+		return nil, err
+	}
+	if n > req.AfterOomKills {
+		s.a.log.Warn("OOM kill in container", "id", req.ContainerId, "oom_kills", n)
+	}
+	return &api.WaitOOMResponse{OomKills: n, Stopped: stopped}, nil
 }
 
 func (s *service) DeleteProcess(ctx context.Context, req *api.DeleteProcessRequest) (*api.DeleteProcessResponse, error) {

@@ -958,8 +958,13 @@ type WaitProcessResponse struct {
 	Signal uint32 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
 	// Unix nanoseconds.
 	ExitedAtUnixNano int64 `protobuf:"varint,3,opt,name=exited_at_unix_nano,json=exitedAtUnixNano,proto3" json:"exited_at_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The container's OOM-kill count (as WaitOOM reports it) read after
+	// the process was reaped: the kernel counts an OOM kill before it
+	// sends the SIGKILL, so a process the OOM killer ended is counted.
+	// 0 without cgroup v2.
+	OomKills      uint64 `protobuf:"varint,4,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WaitProcessResponse) Reset() {
@@ -1009,6 +1014,13 @@ func (x *WaitProcessResponse) GetSignal() uint32 {
 func (x *WaitProcessResponse) GetExitedAtUnixNano() int64 {
 	if x != nil {
 		return x.ExitedAtUnixNano
+	}
+	return 0
+}
+
+func (x *WaitProcessResponse) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
 	}
 	return 0
 }
@@ -2537,6 +2549,114 @@ func (x *WaitBlockDeviceResponse) GetSizeBytes() uint64 {
 	return 0
 }
 
+type WaitOOMRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// The count the caller has seen (0 at first); the call returns once
+	// the container's count is higher.
+	AfterOomKills uint64 `protobuf:"varint,2,opt,name=after_oom_kills,json=afterOomKills,proto3" json:"after_oom_kills,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMRequest) Reset() {
+	*x = WaitOOMRequest{}
+	mi := &file_agent_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMRequest) ProtoMessage() {}
+
+func (x *WaitOOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMRequest.ProtoReflect.Descriptor instead.
+func (*WaitOOMRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *WaitOOMRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *WaitOOMRequest) GetAfterOomKills() uint64 {
+	if x != nil {
+		return x.AfterOomKills
+	}
+	return 0
+}
+
+type WaitOOMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// OOM kills in the container's cgroup so far (memory.events oom_kill).
+	OomKills uint64 `protobuf:"varint,1,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	// The container stopped: oom_kills is final.
+	Stopped       bool `protobuf:"varint,2,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitOOMResponse) Reset() {
+	*x = WaitOOMResponse{}
+	mi := &file_agent_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitOOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitOOMResponse) ProtoMessage() {}
+
+func (x *WaitOOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitOOMResponse.ProtoReflect.Descriptor instead.
+func (*WaitOOMResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *WaitOOMResponse) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
+}
+
+func (x *WaitOOMResponse) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2592,12 +2712,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x05group\x18\x03 \x01(\bR\x05group\"\x17\n" +
 	"\x15SignalProcessResponse\"J\n" +
 	"\x12WaitProcessRequest\x124\n" +
-	"\aprocess\x18\x01 \x01(\v2\x1a.ember.agent.v1.ProcessRefR\aprocess\"}\n" +
+	"\aprocess\x18\x01 \x01(\v2\x1a.ember.agent.v1.ProcessRefR\aprocess\"\x9a\x01\n" +
 	"\x13WaitProcessResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\rR\n" +
 	"exitStatus\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\rR\x06signal\x12-\n" +
-	"\x13exited_at_unix_nano\x18\x03 \x01(\x03R\x10exitedAtUnixNano\"L\n" +
+	"\x13exited_at_unix_nano\x18\x03 \x01(\x03R\x10exitedAtUnixNano\x12\x1b\n" +
+	"\toom_kills\x18\x04 \x01(\x04R\boomKills\"L\n" +
 	"\x14DeleteProcessRequest\x124\n" +
 	"\aprocess\x18\x01 \x01(\v2\x1a.ember.agent.v1.ProcessRefR\aprocess\"\x17\n" +
 	"\x15DeleteProcessResponse\"f\n" +
@@ -2690,7 +2811,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x17WaitBlockDeviceResponse\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\tR\x06device\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes2\xcb\x0f\n" +
+	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\"[\n" +
+	"\x0eWaitOOMRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12&\n" +
+	"\x0fafter_oom_kills\x18\x02 \x01(\x04R\rafterOomKills\"H\n" +
+	"\x0fWaitOOMResponse\x12\x1b\n" +
+	"\toom_kills\x18\x01 \x01(\x04R\boomKills\x12\x18\n" +
+	"\astopped\x18\x02 \x01(\bR\astopped2\x97\x10\n" +
 	"\x05Agent\x12J\n" +
 	"\aVersion\x12\x1e.ember.agent.v1.VersionRequest\x1a\x1f.ember.agent.v1.VersionResponse\x12A\n" +
 	"\x04Ping\x12\x1b.ember.agent.v1.PingRequest\x1a\x1c.ember.agent.v1.PingResponse\x12b\n" +
@@ -2719,7 +2846,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x10ConfigureNetwork\x12'.ember.agent.v1.ConfigureNetworkRequest\x1a(.ember.agent.v1.ConfigureNetworkResponse\x12D\n" +
 	"\x05Ready\x12\x1c.ember.agent.v1.ReadyRequest\x1a\x1d.ember.agent.v1.ReadyResponse\x12M\n" +
 	"\bShutdown\x12\x1f.ember.agent.v1.ShutdownRequest\x1a .ember.agent.v1.ShutdownResponse\x12b\n" +
-	"\x0fWaitBlockDevice\x12&.ember.agent.v1.WaitBlockDeviceRequest\x1a'.ember.agent.v1.WaitBlockDeviceResponseB(Z&github.com/embervm/ember/guest/api;apib\x06proto3"
+	"\x0fWaitBlockDevice\x12&.ember.agent.v1.WaitBlockDeviceRequest\x1a'.ember.agent.v1.WaitBlockDeviceResponse\x12J\n" +
+	"\aWaitOOM\x12\x1e.ember.agent.v1.WaitOOMRequest\x1a\x1f.ember.agent.v1.WaitOOMResponseB(Z&github.com/embervm/ember/guest/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2733,7 +2861,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_agent_proto_goTypes = []any{
 	(*VersionRequest)(nil),           // 0: ember.agent.v1.VersionRequest
 	(*VersionResponse)(nil),          // 1: ember.agent.v1.VersionResponse
@@ -2784,6 +2912,8 @@ var file_agent_proto_goTypes = []any{
 	(*ShutdownResponse)(nil),         // 46: ember.agent.v1.ShutdownResponse
 	(*WaitBlockDeviceRequest)(nil),   // 47: ember.agent.v1.WaitBlockDeviceRequest
 	(*WaitBlockDeviceResponse)(nil),  // 48: ember.agent.v1.WaitBlockDeviceResponse
+	(*WaitOOMRequest)(nil),           // 49: ember.agent.v1.WaitOOMRequest
+	(*WaitOOMResponse)(nil),          // 50: ember.agent.v1.WaitOOMResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: ember.agent.v1.CreateContainerRequest.rootfs:type_name -> ember.agent.v1.Rootfs
@@ -2821,31 +2951,33 @@ var file_agent_proto_depIdxs = []int32{
 	43, // 32: ember.agent.v1.Agent.Ready:input_type -> ember.agent.v1.ReadyRequest
 	45, // 33: ember.agent.v1.Agent.Shutdown:input_type -> ember.agent.v1.ShutdownRequest
 	47, // 34: ember.agent.v1.Agent.WaitBlockDevice:input_type -> ember.agent.v1.WaitBlockDeviceRequest
-	1,  // 35: ember.agent.v1.Agent.Version:output_type -> ember.agent.v1.VersionResponse
-	3,  // 36: ember.agent.v1.Agent.Ping:output_type -> ember.agent.v1.PingResponse
-	7,  // 37: ember.agent.v1.Agent.CreateContainer:output_type -> ember.agent.v1.CreateContainerResponse
-	9,  // 38: ember.agent.v1.Agent.StartContainer:output_type -> ember.agent.v1.StartContainerResponse
-	11, // 39: ember.agent.v1.Agent.RemoveContainer:output_type -> ember.agent.v1.RemoveContainerResponse
-	13, // 40: ember.agent.v1.Agent.ExecProcess:output_type -> ember.agent.v1.ExecProcessResponse
-	16, // 41: ember.agent.v1.Agent.SignalProcess:output_type -> ember.agent.v1.SignalProcessResponse
-	18, // 42: ember.agent.v1.Agent.WaitProcess:output_type -> ember.agent.v1.WaitProcessResponse
-	20, // 43: ember.agent.v1.Agent.DeleteProcess:output_type -> ember.agent.v1.DeleteProcessResponse
-	22, // 44: ember.agent.v1.Agent.ReadStdout:output_type -> ember.agent.v1.ReadStreamResponse
-	22, // 45: ember.agent.v1.Agent.ReadStderr:output_type -> ember.agent.v1.ReadStreamResponse
-	24, // 46: ember.agent.v1.Agent.WriteStdin:output_type -> ember.agent.v1.WriteStdinResponse
-	26, // 47: ember.agent.v1.Agent.CloseStdin:output_type -> ember.agent.v1.CloseStdinResponse
-	28, // 48: ember.agent.v1.Agent.ResizeTTY:output_type -> ember.agent.v1.ResizeTTYResponse
-	30, // 49: ember.agent.v1.Agent.Stats:output_type -> ember.agent.v1.StatsResponse
-	32, // 50: ember.agent.v1.Agent.ListPids:output_type -> ember.agent.v1.ListPidsResponse
-	34, // 51: ember.agent.v1.Agent.UpdateResources:output_type -> ember.agent.v1.UpdateResourcesResponse
-	36, // 52: ember.agent.v1.Agent.SetTime:output_type -> ember.agent.v1.SetTimeResponse
-	38, // 53: ember.agent.v1.Agent.AddEntropy:output_type -> ember.agent.v1.AddEntropyResponse
-	42, // 54: ember.agent.v1.Agent.ConfigureNetwork:output_type -> ember.agent.v1.ConfigureNetworkResponse
-	44, // 55: ember.agent.v1.Agent.Ready:output_type -> ember.agent.v1.ReadyResponse
-	46, // 56: ember.agent.v1.Agent.Shutdown:output_type -> ember.agent.v1.ShutdownResponse
-	48, // 57: ember.agent.v1.Agent.WaitBlockDevice:output_type -> ember.agent.v1.WaitBlockDeviceResponse
-	35, // [35:58] is the sub-list for method output_type
-	12, // [12:35] is the sub-list for method input_type
+	49, // 35: ember.agent.v1.Agent.WaitOOM:input_type -> ember.agent.v1.WaitOOMRequest
+	1,  // 36: ember.agent.v1.Agent.Version:output_type -> ember.agent.v1.VersionResponse
+	3,  // 37: ember.agent.v1.Agent.Ping:output_type -> ember.agent.v1.PingResponse
+	7,  // 38: ember.agent.v1.Agent.CreateContainer:output_type -> ember.agent.v1.CreateContainerResponse
+	9,  // 39: ember.agent.v1.Agent.StartContainer:output_type -> ember.agent.v1.StartContainerResponse
+	11, // 40: ember.agent.v1.Agent.RemoveContainer:output_type -> ember.agent.v1.RemoveContainerResponse
+	13, // 41: ember.agent.v1.Agent.ExecProcess:output_type -> ember.agent.v1.ExecProcessResponse
+	16, // 42: ember.agent.v1.Agent.SignalProcess:output_type -> ember.agent.v1.SignalProcessResponse
+	18, // 43: ember.agent.v1.Agent.WaitProcess:output_type -> ember.agent.v1.WaitProcessResponse
+	20, // 44: ember.agent.v1.Agent.DeleteProcess:output_type -> ember.agent.v1.DeleteProcessResponse
+	22, // 45: ember.agent.v1.Agent.ReadStdout:output_type -> ember.agent.v1.ReadStreamResponse
+	22, // 46: ember.agent.v1.Agent.ReadStderr:output_type -> ember.agent.v1.ReadStreamResponse
+	24, // 47: ember.agent.v1.Agent.WriteStdin:output_type -> ember.agent.v1.WriteStdinResponse
+	26, // 48: ember.agent.v1.Agent.CloseStdin:output_type -> ember.agent.v1.CloseStdinResponse
+	28, // 49: ember.agent.v1.Agent.ResizeTTY:output_type -> ember.agent.v1.ResizeTTYResponse
+	30, // 50: ember.agent.v1.Agent.Stats:output_type -> ember.agent.v1.StatsResponse
+	32, // 51: ember.agent.v1.Agent.ListPids:output_type -> ember.agent.v1.ListPidsResponse
+	34, // 52: ember.agent.v1.Agent.UpdateResources:output_type -> ember.agent.v1.UpdateResourcesResponse
+	36, // 53: ember.agent.v1.Agent.SetTime:output_type -> ember.agent.v1.SetTimeResponse
+	38, // 54: ember.agent.v1.Agent.AddEntropy:output_type -> ember.agent.v1.AddEntropyResponse
+	42, // 55: ember.agent.v1.Agent.ConfigureNetwork:output_type -> ember.agent.v1.ConfigureNetworkResponse
+	44, // 56: ember.agent.v1.Agent.Ready:output_type -> ember.agent.v1.ReadyResponse
+	46, // 57: ember.agent.v1.Agent.Shutdown:output_type -> ember.agent.v1.ShutdownResponse
+	48, // 58: ember.agent.v1.Agent.WaitBlockDevice:output_type -> ember.agent.v1.WaitBlockDeviceResponse
+	50, // 59: ember.agent.v1.Agent.WaitOOM:output_type -> ember.agent.v1.WaitOOMResponse
+	36, // [36:60] is the sub-list for method output_type
+	12, // [12:36] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -2862,7 +2994,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

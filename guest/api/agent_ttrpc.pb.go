@@ -31,6 +31,7 @@ type AgentService interface {
 	Ready(context.Context, *ReadyRequest) (*ReadyResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
 	WaitBlockDevice(context.Context, *WaitBlockDeviceRequest) (*WaitBlockDeviceResponse, error)
+	WaitOOM(context.Context, *WaitOOMRequest) (*WaitOOMResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -196,6 +197,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.WaitBlockDevice(ctx, &req)
+			},
+			"WaitOOM": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WaitOOMRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WaitOOM(ctx, &req)
 			},
 		},
 	})
@@ -390,6 +398,14 @@ func (c *agentClient) Shutdown(ctx context.Context, req *ShutdownRequest) (*Shut
 func (c *agentClient) WaitBlockDevice(ctx context.Context, req *WaitBlockDeviceRequest) (*WaitBlockDeviceResponse, error) {
 	var resp WaitBlockDeviceResponse
 	if err := c.client.Call(ctx, "ember.agent.v1.Agent", "WaitBlockDevice", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WaitOOM(ctx context.Context, req *WaitOOMRequest) (*WaitOOMResponse, error) {
+	var resp WaitOOMResponse
+	if err := c.client.Call(ctx, "ember.agent.v1.Agent", "WaitOOM", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -1,9 +1,11 @@
 package cgroups
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -108,5 +110,73 @@ func TestHostIsNotV2(t *testing.T) {
 	}
 	if _, err := Open(DefaultRoot, true); err == nil {
 		t.Fatal("Open on a non-cgroup2 root succeeded")
+	}
+}
+
+func TestOOMKills(t *testing.T) {
+	tests := []struct {
+		name    string
+		events  *string // nil: no memory.events
+		want    uint64
+		wantErr error
+	}{
+		{"counted", ptr("low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n"), 2, nil},
+		{"none yet", ptr("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"), 0, nil},
+		{"older kernel without the line", ptr("low 0\nhigh 0\nmax 0\noom 0\n"), 0, nil},
+		{"empty (mid-write)", ptr(""), 0, nil},
+		{"no memory controller", nil, 0, ErrNoMemoryEvents},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &Group{dir: t.TempDir()}
+			if tc.events != nil {
+				must(t, os.WriteFile(filepath.Join(g.dir, "memory.events"), []byte(*tc.events), 0o644))
+			}
+			n, err := g.OOMKills()
+			if !errors.Is(err, tc.wantErr) || n != tc.want {
+				t.Errorf("OOMKills = %d, %v; want %d, %v", n, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+func TestWatchMemoryEvents(t *testing.T) {
+	g := &Group{dir: t.TempDir()}
+	if _, err := g.WatchMemoryEvents(); !errors.Is(err, ErrNoMemoryEvents) {
+		t.Fatalf("watch without memory.events: %v, want ErrNoMemoryEvents", err)
+	}
+	path := filepath.Join(g.dir, "memory.events")
+	must(t, os.WriteFile(path, []byte("oom_kill 0\n"), 0o644))
+	w, err := g.WatchMemoryEvents()
+	must(t, err)
+	select {
+	case <-w.Changed():
+		t.Fatal("a change reported before any")
+	case <-time.After(50 * time.Millisecond):
+	}
+	// The kernel rewrites the file in place (a modification of the same
+	// inode), as this write does.
+	must(t, os.WriteFile(path, []byte("oom_kill 1\n"), 0o644))
+	select {
+	case _, ok := <-w.Changed():
+		if !ok {
+			t.Fatal("Changed closed before Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change reported within 5 s of a write")
+	}
+	if n, err := g.OOMKills(); err != nil || n != 1 {
+		t.Errorf("OOMKills = %d, %v after the write", n, err)
+	}
+	must(t, w.Close())
+	select {
+	case _, ok := <-w.Changed():
+		for ok {
+			_, ok = <-w.Changed()
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Changed not closed within 5 s of Close")
 	}
 }

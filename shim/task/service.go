@@ -130,6 +130,11 @@ type container struct {
 	attached bool
 	init     *proc
 	execs    map[string]*proc
+
+	// oomMu guards oomKills, the agent's OOM-kill count of the container
+	// that TaskOOM events were published for.
+	oomMu    sync.Mutex
+	oomKills uint64
 }
 
 // proc is a process with its streams.
@@ -389,6 +394,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.containers[r.ID] = c
 	s.startPumps(s.sandbox.Agent(), p)
 	go s.waitExit(c, p)
+	go s.watchOOM(s.sandbox.Agent(), c)
 	logger.Infof("created in %v: rootfs %v, vm %v (new %v), agent create %v",
 		time.Since(start).Round(time.Millisecond), dRootfs.Round(time.Millisecond), dVM.Round(time.Millisecond), newVM,
 		time.Since(tAgent).Round(time.Millisecond))
@@ -542,7 +548,45 @@ func (s *Service) waitExit(c *container, p *proc) {
 	if resp.ExitedAtUnixNano == 0 {
 		at = time.Now()
 	}
+	// An OOM kill that ended the process is in the count (the kernel
+	// counts it before the SIGKILL): TaskOOM goes out before TaskExit,
+	// as containerd expects, whether or not watchOOM saw it yet.
+	s.oomKilled(c, resp.OomKills)
 	s.exited(p, process.Exit{Status: resp.ExitStatus, At: at})
+}
+
+// watchOOM publishes TaskOOM whenever the kernel's OOM killer kills a
+// process of the container, until the container stops (or is removed, or
+// the VM ends). An agent without OOM events (no cgroup v2, an older
+// agent) ends it at once.
+func (s *Service) watchOOM(a vm.Agent, c *container) {
+	for {
+		c.oomMu.Lock()
+		after := c.oomKills
+		c.oomMu.Unlock()
+		resp, err := a.WaitOOM(s.ctx, &api.WaitOOMRequest{ContainerId: c.id, AfterOomKills: after})
+		if err != nil {
+			log.G(s.ctx).WithError(err).Debugf("no more OOM events of %s", c.id)
+			return
+		}
+		s.oomKilled(c, resp.OomKills)
+		if resp.Stopped || resp.OomKills <= after {
+			return
+		}
+	}
+}
+
+// oomKilled publishes TaskOOM if the container's OOM-kill count n is more
+// than was published.
+func (s *Service) oomKilled(c *container, n uint64) {
+	c.oomMu.Lock()
+	defer c.oomMu.Unlock()
+	if n <= c.oomKills {
+		return
+	}
+	c.oomKills = n
+	log.G(s.ctx).WithField("id", c.id).Warnf("OOM kill in the container (%d so far)", n)
+	s.publish(runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: c.id})
 }
 
 // exited records an exit and publishes TaskExit once.

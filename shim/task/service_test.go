@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +32,42 @@ type fakeAgent struct {
 	mu       sync.Mutex
 	exits    map[string]chan uint32
 	hung     bool
+
+	// OOM kills per container; oomChanged is closed (and replaced) when
+	// one is counted. oomMode: "" (WaitOOM reports kills), "late"
+	// (WaitOOM sees none: an exit reports the kill first), "old" (an
+	// agent without WaitOOM).
+	oomKills   map[string]uint64
+	oomChanged chan struct{}
+	oomMode    string
+}
+
+// oomKill counts an OOM kill in container id.
+func (a *fakeAgent) oomKill(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.oomKills[id]++
+	close(a.oomChanged)
+	a.oomChanged = make(chan struct{})
+}
+
+func (a *fakeAgent) WaitOOM(ctx context.Context, r *api.WaitOOMRequest) (*api.WaitOOMResponse, error) {
+	if a.oomMode == "old" {
+		return nil, status.Error(codes.Unimplemented, "/ember.agent.v1.Agent/WaitOOM not implemented")
+	}
+	for {
+		a.mu.Lock()
+		n, changed := a.oomKills[r.ContainerId], a.oomChanged
+		a.mu.Unlock()
+		if n > r.AfterOomKills && a.oomMode == "" {
+			return &api.WaitOOMResponse{OomKills: n}, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 func (a *fakeAgent) exitCh(ref *api.ProcessRef) chan uint32 {
@@ -63,7 +100,10 @@ func (a *fakeAgent) SignalProcess(ctx context.Context, r *api.SignalProcessReque
 func (a *fakeAgent) WaitProcess(ctx context.Context, r *api.WaitProcessRequest) (*api.WaitProcessResponse, error) {
 	select {
 	case st := <-a.exitCh(r.Process):
-		return &api.WaitProcessResponse{ExitStatus: st, ExitedAtUnixNano: time.Now().UnixNano()}, nil
+		a.mu.Lock()
+		n := a.oomKills[r.Process.ContainerId]
+		a.mu.Unlock()
+		return &api.WaitProcessResponse{ExitStatus: st, ExitedAtUnixNano: time.Now().UnixNano(), OomKills: n}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -126,7 +166,8 @@ func newTestService(t *testing.T) (*Service, *fakeVM, *recorder, string) {
 	os.WriteFile(filepath.Join(dir, "bundle", "config.json"), b, 0o644)
 	cfg := config.Default()
 	cfg.StateDir, cfg.CacheDir = filepath.Join(dir, "state"), filepath.Join(dir, "cache")
-	fv := &fakeVM{agent: &fakeAgent{exits: map[string]chan uint32{}}, done: make(chan struct{})}
+	fv := &fakeVM{agent: &fakeAgent{exits: map[string]chan uint32{},
+		oomKills: map[string]uint64{}, oomChanged: make(chan struct{})}, done: make(chan struct{})}
 	rec := &recorder{}
 	ctx := namespaces.WithNamespace(context.Background(), "test")
 	s := New(ctx, rec, nil, Options{
@@ -251,5 +292,67 @@ func TestSecondContainerNeedsHotAttach(t *testing.T) {
 	}
 	if _, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); status.Code(err) != codes.AlreadyExists {
 		t.Errorf("duplicate: %v", err)
+	}
+}
+
+func TestOOMEvents(t *testing.T) {
+	tests := []struct {
+		name    string
+		oomMode string
+		// run drives the container after Start: OOM kills and exits.
+		run  func(t *testing.T, a *fakeAgent, rec *recorder)
+		want []string
+	}{
+		{"init killed, the watcher first", "", func(t *testing.T, a *fakeAgent, rec *recorder) {
+			a.oomKill("c1")
+			rec.wait(t, 3)
+			a.exitCh(&api.ProcessRef{ContainerId: "c1"}) <- 137
+		}, []string{"/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"}},
+		{"init killed, the exit reports it", "late", func(t *testing.T, a *fakeAgent, rec *recorder) {
+			a.oomKill("c1")
+			a.exitCh(&api.ProcessRef{ContainerId: "c1"}) <- 137
+		}, []string{"/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"}},
+		{"a child killed, the container runs on", "", func(t *testing.T, a *fakeAgent, rec *recorder) {
+			a.oomKill("c1")
+			rec.wait(t, 3)
+			a.oomKill("c1")
+			rec.wait(t, 4)
+			a.exitCh(&api.ProcessRef{ContainerId: "c1"}) <- 0
+		}, []string{"/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/oom", "/tasks/exit"}},
+		{"agent without WaitOOM", "old", func(t *testing.T, a *fakeAgent, rec *recorder) {
+			a.exitCh(&api.ProcessRef{ContainerId: "c1"}) <- 137
+		}, []string{"/tasks/create", "/tasks/start", "/tasks/exit"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, fv, rec, b := newTestService(t)
+			fv.agent.oomMode = tc.oomMode
+			ctx := context.Background()
+			create(t, s, b, "c1")
+			if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1"}); err != nil {
+				t.Fatal(err)
+			}
+			rec.wait(t, 2)
+			tc.run(t, fv.agent, rec)
+			if _, err := s.Wait(ctx, &taskAPI.WaitRequest{ID: "c1"}); err != nil {
+				t.Fatal(err)
+			}
+			rec.wait(t, len(tc.want))
+			// Nothing more may follow (a second TaskOOM for one kill).
+			time.Sleep(50 * time.Millisecond)
+			rec.mu.Lock()
+			got := append([]string(nil), rec.topics...)
+			rec.mu.Unlock()
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Fatalf("events %v, want %v", got, tc.want)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			for i, topic := range got {
+				if e, ok := rec.msgs[i].(*eventstypes.TaskOOM); topic == "/tasks/oom" && (!ok || e.ContainerID != "c1") {
+					t.Errorf("event %d: %#v, want TaskOOM of c1", i, rec.msgs[i])
+				}
+			}
+		})
 	}
 }

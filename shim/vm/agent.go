@@ -15,6 +15,7 @@ type Agent interface {
 	ExecProcess(context.Context, *api.ExecProcessRequest) (*api.ExecProcessResponse, error)
 	SignalProcess(context.Context, *api.SignalProcessRequest) (*api.SignalProcessResponse, error)
 	WaitProcess(context.Context, *api.WaitProcessRequest) (*api.WaitProcessResponse, error)
+	WaitOOM(context.Context, *api.WaitOOMRequest) (*api.WaitOOMResponse, error)
 	DeleteProcess(context.Context, *api.DeleteProcessRequest) (*api.DeleteProcessResponse, error)
 	ReadStdout(context.Context, *api.ReadStreamRequest) (*api.ReadStreamResponse, error)
 	ReadStderr(context.Context, *api.ReadStreamRequest) (*api.ReadStreamResponse, error)
