@@ -33,6 +33,7 @@ type env struct {
 	cacheDir string // the shim's rootfs cache
 	log      *os.File
 	cmd      *exec.Cmd
+	cdCfg    string // containerd's configuration file
 	envv     []string
 	ns       string // ctr's namespace
 }
@@ -94,14 +95,26 @@ disabled_plugins = [%s]
 	if e.log, err = os.Create(filepath.Join(root, "containerd.log")); err != nil {
 		t.Fatal(err)
 	}
-	e.cmd = exec.Command(filepath.Join(binDir, "containerd"), "--config", cdCfgPath, "--log-level", "debug")
+	e.cdCfg = cdCfgPath
+	t.Cleanup(e.stop)
+	e.launch(t)
+	stopWatch := make(chan struct{})
+	t.Cleanup(func() { close(stopWatch) })
+	go e.watchdog(stopWatch)
+	return e
+}
+
+// launch starts the containerd daemon with the env's configuration and
+// waits until ctr reaches it.
+func (e *env) launch(t *testing.T) {
+	t.Helper()
+	e.cmd = exec.Command(filepath.Join(binDir, "containerd"), "--config", e.cdCfg, "--log-level", "debug")
 	e.cmd.Env = e.envv
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	start := time.Now()
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.stop)
 	for {
 		// ctr's own failures come back as a non-zero code, not an error.
 		if r, err := e.ctr("version"); err == nil && r.code == 0 {
@@ -113,10 +126,6 @@ disabled_plugins = [%s]
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("containerd up in %v", time.Since(start).Round(time.Millisecond))
-	stopWatch := make(chan struct{})
-	t.Cleanup(func() { close(stopWatch) })
-	go e.watchdog(stopWatch)
-	return e
 }
 
 func (e *env) stop() {
