@@ -66,7 +66,10 @@ const (
 const (
 	signalTimeout = 5 * time.Second
 	drainTimeout  = 5 * time.Second
-	stdinDrain    = 2 * time.Second
+	// flushTimeout bounds how long the shim's exit waits for queued
+	// events to reach containerd.
+	flushTimeout = 2 * time.Second
+	stdinDrain   = 2 * time.Second
 )
 
 // Sandbox is the VM as the service uses it (vm.VM; fakes in tests).
@@ -118,6 +121,9 @@ type Service struct {
 type event struct {
 	topic string
 	msg   any
+	// flushed, if set, marks a flush: closed once every event queued
+	// before it was published.
+	flushed chan struct{}
 }
 
 type container struct {
@@ -172,6 +178,9 @@ func New(ctx context.Context, pub events.Publisher, sd shutdown.Service, opts Op
 	if sd != nil {
 		sd.RegisterCallback(func(context.Context) error {
 			s.teardown(context.Background())
+			// The last Delete's TaskDelete may still be queued: the
+			// process exits once the callbacks return.
+			s.flush(flushTimeout)
 			return nil
 		})
 	}
@@ -189,6 +198,10 @@ func (s *Service) forward() {
 	ns, _ := namespaces.Namespace(s.ctx)
 	ctx := namespaces.WithNamespace(context.Background(), ns)
 	for e := range s.events {
+		if e.flushed != nil {
+			close(e.flushed)
+			continue
+		}
 		if s.pub == nil {
 			continue
 		}
@@ -198,7 +211,26 @@ func (s *Service) forward() {
 	}
 }
 
-func (s *Service) publish(topic string, msg any) { s.events <- event{topic, msg} }
+func (s *Service) publish(topic string, msg any) { s.events <- event{topic: topic, msg: msg} }
+
+// flush waits until the events queued so far were published, or timeout.
+func (s *Service) flush(timeout time.Duration) bool {
+	done := make(chan struct{})
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case s.events <- event{flushed: done}:
+	case <-t.C:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		log.G(s.ctx).Warnf("events not published within %v of the shim's exit", timeout)
+		return false
+	}
+}
 
 func (s *Service) getContainer(id string) (*container, error) {
 	s.mu.Lock()

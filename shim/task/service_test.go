@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,9 +134,11 @@ type recorder struct {
 	mu     sync.Mutex
 	topics []string
 	msgs   []any
+	delay  atomic.Int64 // each Publish takes this long (ns)
 }
 
 func (r *recorder) Publish(ctx context.Context, topic string, msg events.Event) error {
+	time.Sleep(time.Duration(r.delay.Load()))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.topics = append(r.topics, topic)
@@ -354,5 +357,39 @@ func TestOOMEvents(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestFlushBeforeExit(t *testing.T) {
+	// The shim exits right after the last Delete (containerd's Shutdown):
+	// its TaskDelete must reach containerd first, however slowly
+	// events are forwarded.
+	s, fv, rec, b := newTestService(t)
+	rec.delay.Store(int64(30 * time.Millisecond))
+	ctx := context.Background()
+	create(t, s, b, "c1")
+	s.Start(ctx, &taskAPI.StartRequest{ID: "c1"})
+	fv.agent.exitCh(&api.ProcessRef{ContainerId: "c1"}) <- 0
+	if _, err := s.Wait(ctx, &taskAPI.WaitRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.flush(5 * time.Second) {
+		t.Fatal("flush timed out")
+	}
+	rec.mu.Lock()
+	got := strings.Join(rec.topics, " ")
+	rec.mu.Unlock()
+	if want := "/tasks/create /tasks/start /tasks/exit /tasks/delete"; got != want {
+		t.Errorf("published before the flush returned: %s, want %s", got, want)
+	}
+	// A stuck publisher does not hold the exit for ever.
+	rec.delay.Store(int64(time.Hour))
+	s.publish("/tasks/never", &eventstypes.TaskOOM{ContainerID: "c1"})
+	s.publish("/tasks/never", &eventstypes.TaskOOM{ContainerID: "c1"})
+	if s.flush(50 * time.Millisecond) {
+		t.Error("flush behind a stuck publisher returned true")
 	}
 }
