@@ -22,7 +22,11 @@ const fakeVMMEnv = "EMBER_VM_TEST_FAKE_VMM"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(fakeVMMEnv) != "" {
-		select {} // until killed
+		// Until killed. Not select{}: with no other goroutine the runtime
+		// calls that a deadlock and exits, which made these tests flaky.
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	os.Exit(m.Run())
 }
