@@ -163,6 +163,9 @@ func powerOff(log *slog.Logger) int {
 	if err := sysinit.PowerOff(); err != nil {
 		log.Error("power off", "err", err)
 	}
-	// Still here: wait for the end rather than make the kernel panic.
-	select {}
+	// Still here: wait for the end rather than make the kernel panic (not
+	// with select{}, which the runtime may call a deadlock and exit).
+	for {
+		time.Sleep(time.Hour)
+	}
 }

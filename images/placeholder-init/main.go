@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,8 +58,11 @@ func main() {
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
 		say("reboot: %v", err)
 	}
-	// PID 1 must not exit.
-	select {}
+	// PID 1 must not exit (not select{}: with no other goroutine the
+	// runtime calls that a deadlock and exits).
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 // endOnSignal restarts the machine when asked to halt, power off or

@@ -97,7 +97,11 @@ func PowerOff() {
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
 		slog.Error("lab agent: reboot", "err", err)
 	}
-	select {} // PID 1 must not exit: the kernel would panic.
+	// PID 1 must not exit: the kernel would panic. (Not select{}: with no
+	// other goroutine the runtime calls that a deadlock and exits.)
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 func readSpec() (*labproto.Spec, error) {
