@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -187,4 +188,60 @@ func TestNativeShimOOM(t *testing.T) {
 		}
 		e.waitNoLeftovers(t)
 	})
+}
+
+// TestNativeCRIOOM is the Kubernetes view of an OOM kill: a pod's
+// container with a memory limit (linux.resources.memory_limit_in_bytes,
+// what a pod's resources.limits.memory becomes) goes over it, and the CRI
+// reports it exited 137 with reason OOMKilled, which it sets from the
+// shim's TaskOOM.
+func TestNativeCRIOOM(t *testing.T) {
+	c := startCRI(t)
+	podCfg := c.writeJSON(t, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": "ember-oom", "namespace": "e2e", "uid": "ember-oom-uid", "attempt": 0},
+		"log_directory": c.podLogDir,
+		// Without a DNS config the CRI copies the host's resolv.conf
+		// (L1 has none).
+		"dns_config": map[string]any{"servers": []string{"10.88.9.53"}},
+		"linux":      map[string]any{},
+	})
+	limit, err := strconv.ParseInt(oomLimit, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrCfg := c.writeJSON(t, "hog.json", map[string]any{
+		"metadata": map[string]any{"name": "hog"},
+		"image":    map[string]any{"image": imageName},
+		"command":  hog,
+		"log_path": "hog.log",
+		"linux":    map[string]any{"resources": map[string]any{"memory_limit_in_bytes": limit}},
+	})
+	pod := strings.TrimSpace(c.mustCrictl(t, "runp", "--runtime", criHandler, podCfg).stdout)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			c.crictl("stopp", pod)
+			c.crictl("rmp", "-f", pod)
+		}
+	})
+	id := strings.TrimSpace(c.mustCrictl(t, "create", pod, ctrCfg, podCfg).stdout)
+	c.mustCrictl(t, "start", id)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st := c.inspect(t, id)
+		if st.Status.State == "CONTAINER_EXITED" {
+			if st.Status.ExitCode != 137 || st.Status.Reason != "OOMKilled" {
+				t.Errorf("exited %d, reason %q (%s); want 137, OOMKilled", st.Status.ExitCode, st.Status.Reason, st.Status.Message)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not exited within 2 minutes: %+v", st.Status)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	c.mustCrictl(t, "stopp", pod)
+	c.mustCrictl(t, "rmp", pod)
+	stopped = true
+	c.waitNoLeftovers(t)
 }
