@@ -2,7 +2,6 @@ package shim
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/embervm/ember/internal/ociimage"
-	"github.com/embervm/ember/vmm/boot"
 )
 
 // TestNativeShimRestore runs containers in VMs restored from a snapshot
@@ -26,26 +24,7 @@ func TestNativeShimRestore(t *testing.T) {
 	if err != nil {
 		ember = "/bin/ember"
 	}
-	dir := t.TempDir()
-	bc, err := json.Marshal(boot.Config{
-		Kernel: kernelPath, Initrd: initrdPath, MemoryMiB: 256, VCPUs: 1, RNG: true, SpareDrives: 2,
-		Vsock: &boot.Vsock{GuestCID: 3, UDS: filepath.Join(dir, "profile-vsock.sock")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgPath, profile := filepath.Join(dir, "boot.json"), filepath.Join(dir, "profile")
-	if err := os.WriteFile(cfgPath, bc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	// --settle: the agent idles in the snapshot (it just started serving).
-	out, err := exec.CommandContext(ctx, ember, "snapshot", "create", "--config", cfgPath, "--out", profile,
-		"--wait-for", "ember-agent ready", "--settle", "2s").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ember snapshot create: %v\n%s", err, out)
-	}
-	t.Logf("snapshot profile written in %v", time.Since(start).Round(time.Millisecond))
+	profile := snapshotProfile(t, ctx, ember, t.TempDir(), 2)
 
 	e := startContainerdWith(t, `backend = "restore"
 snapshot_profile = "`+profile+`"`)
