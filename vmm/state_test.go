@@ -23,19 +23,12 @@ func TestSaveRestoreAnyInstant(t *testing.T) {
 		t.Run(hc.Name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			r, err := testguest.RunHopping(ctx, sys, hc.Image, hc.Options, 40, 3*time.Millisecond)
+			r, err := hc.Hop(ctx, sys)
+			if r != nil {
+				t.Logf("%d moves: %+v", r.Hops, r)
+			}
 			if err != nil {
 				t.Fatal(err)
-			}
-			t.Logf("%d moves: %+v", r.Hops, r)
-			if r.ExitCode != 0 {
-				t.Fatalf("exit code %d", r.ExitCode)
-			}
-			if r.Hops < 10 {
-				t.Errorf("the guest ended after only %d moves: make it run longer", r.Hops)
-			}
-			if err := hc.Check(r); err != nil {
-				t.Error(err)
 			}
 		})
 	}

@@ -173,3 +173,21 @@ func HopChecks() ([]HopCheck, error) {
 		}},
 	}, nil
 }
+
+// Hop runs hc's guest under RunHopping with 40 moves at most 3 ms apart and
+// checks it: it exits with 0, is moved at least 10 times (else it ends too
+// soon to test anything) and passes hc.Check. The result is returned also
+// when the check fails.
+func (hc HopCheck) Hop(ctx context.Context, sys *kvm.System) (*HopResult, error) {
+	r, err := RunHopping(ctx, sys, hc.Image, hc.Options, 40, 3*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.ExitCode != 0:
+		return r, fmt.Errorf("%w: exit code %d", ErrHopResult, r.ExitCode)
+	case r.Hops < 10:
+		return r, fmt.Errorf("%w: the guest ended after only %d moves: make it run longer", ErrHopResult, r.Hops)
+	}
+	return r, hc.Check(r)
+}
