@@ -125,27 +125,7 @@ func TestNativeSpareDrivesRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	uds := filepath.Join(dir, "vsock.sock")
-	v := startVM(t, ctx, boot.Config{
-		Initrd: agentInitrd, SpareDrives: 2,
-		Vsock:   &boot.Vsock{GuestCID: 3, UDS: uds},
-		Cmdline: "quiet",
-	})
-	c, err := client.Dial(ctx, uds, api.DefaultVsockPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	snapDir := filepath.Join(dir, "snap")
-	if err := v.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := v.Snapshot(ctx, snapDir, boot.SnapshotOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
+	snapDir := snapshotAgentVM(t, ctx, dir, boot.Config{SpareDrives: 2})
 
 	ember := lab.GuestEmber
 	if !labtest.InLab() {

@@ -106,13 +106,18 @@ func TestNativeAgentSnapshotRestore(t *testing.T) {
 // snapshot directory.
 func snapshotIdleAgent(t *testing.T, ctx context.Context, dir string) string {
 	t.Helper()
+	return snapshotAgentVM(t, ctx, dir, boot.Config{Drives: []boot.Drive{{Path: rootfsImage, ReadOnly: true, ID: "rootfs"}}})
+}
+
+// snapshotAgentVM boots cfg (its drives and spare slots) with the agent as
+// /init and a vsock device, waits until the agent answers, snapshots the
+// paused VM into dir/snap and stops it.
+func snapshotAgentVM(t *testing.T, ctx context.Context, dir string, cfg boot.Config) string {
+	t.Helper()
 	uds := filepath.Join(dir, "vsock.sock")
-	v := startVM(t, ctx, boot.Config{
-		Initrd:  agentInitrd,
-		Drives:  []boot.Drive{{Path: rootfsImage, ReadOnly: true, ID: "rootfs"}},
-		Vsock:   &boot.Vsock{GuestCID: 3, UDS: uds},
-		Cmdline: "quiet",
-	})
+	cfg.Initrd, cfg.Cmdline = agentInitrd, "quiet"
+	cfg.Vsock = &boot.Vsock{GuestCID: 3, UDS: uds}
+	v := startVM(t, ctx, cfg)
 	c, err := client.Dial(ctx, uds, api.DefaultVsockPort)
 	if err != nil {
 		t.Fatal(err)
