@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/embervm/ember/internal/fixtures"
 	"github.com/embervm/ember/internal/testguest"
 	"github.com/embervm/ember/vmm/api"
 )
@@ -25,9 +25,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	emberBin = filepath.Join(dir, "ember")
-	out, err := exec.Command("go", "build", "-o", emberBin, "../cmd/ember").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building ember: %v\n%s", err, out)
+	if err := fixtures.GoBuild(context.Background(), "./cmd/ember", emberBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

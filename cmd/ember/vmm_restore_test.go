@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/embervm/ember/internal/fixtures"
 	"github.com/embervm/ember/snapshot"
 	"github.com/embervm/ember/snapshot/guestrun"
 	"github.com/embervm/ember/vmm/api"
@@ -27,8 +28,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	emberBin = filepath.Join(dir, "ember")
-	if out, err := exec.Command("go", "build", "-o", emberBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building ember: %v\n%s", err, out)
+	if err := fixtures.GoBuild(context.Background(), "./cmd/ember", emberBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
