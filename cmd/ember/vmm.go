@@ -87,7 +87,7 @@ func runVMM(ctx context.Context, args []string) error {
 			inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
 				Snapshot: h.Snapshot, Restore: h.Restore,
 				ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume,
-				Drives: r.VM,
+				Drives: r.VM, Start: r.Start,
 			})
 		case guestrun.IsTestGuestSnapshot(snap):
 			if *console != "" || *vsockUDS != "" {

@@ -136,3 +136,45 @@ func TestMalformedBody(t *testing.T) {
 		t.Errorf("identity without hook: %d", rec.Code)
 	}
 }
+
+// TestStartHook: a VM started paused (a pooled, restored VM) runs its
+// first start through Hooks.Start on Resume, and a later pause/resume does
+// not call it again.
+func TestStartHook(t *testing.T) {
+	sys, err := kvm.Open()
+	if err != nil {
+		t.Fatalf("this test needs /dev/kvm: %v", err)
+	}
+	defer sys.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	code, err := testguest.SpinProgram(1 << 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := testguest.NewMachine(ctx, sys, testguest.NewImage(code, 8<<20), testguest.Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	starts := 0
+	inst := New("vm1", g.Machine, "testguest", Hooks{Start: func(ctx context.Context) error {
+		starts++
+		return g.Machine.Start(ctx)
+	}})
+	inst.StartPaused()
+	for i := 0; i < 2; i++ {
+		if err := inst.Resume(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if starts != 1 {
+		t.Fatalf("Hooks.Start ran %d times, want 1", starts)
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
