@@ -153,6 +153,9 @@ func Restore(ctx context.Context, sys *kvm.System, dir string, opts RestoreOptio
 	if pm.VCPUs != len(snap.State.Machine.CPUs) {
 		return nil, fmt.Errorf("%w: machine has %d vCPUs, KVM state %d", ErrSnapshot, pm.VCPUs, len(snap.State.Machine.CPUs))
 	}
+	if pm.MemoryMiB<<20 != snap.State.MemorySize() {
+		return nil, fmt.Errorf("%w: machine has %d MiB of memory, the snapshot's memory is %d bytes", ErrSnapshot, pm.MemoryMiB, snap.State.MemorySize())
+	}
 	mem, err := snapshot.OpenMemory(ctx, snap, snapshot.MemoryOptions{Backend: opts.Backend, Record: opts.Record, Logger: log})
 	if err != nil {
 		return nil, err
