@@ -123,6 +123,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			if r := rep.snapshot(); !r.hello.IsZero() && !r.exited {
 				_ = m.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 				_, _ = m.conn.Write([]byte{labproto.Nudge})
+				// The deadline would also fail readChannel's Ack.
+				_ = m.conn.SetWriteDeadline(time.Time{})
 			}
 			// Once the command runs the agent sends a frame at least every
 			// FreezeTimeout/5; silence for cfg.FreezeTimeout means L1 as a
