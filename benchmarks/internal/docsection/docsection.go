@@ -20,7 +20,13 @@ func Update(path, heading, body string) error {
 		text = "# Benchmarks\n"
 	}
 	section := heading + "\n\n" + strings.TrimSpace(body) + "\n"
-	start := strings.Index(text, heading+"\n")
+	// The heading as a whole line: "### Pool" must not match "## Pool".
+	start := -1
+	if strings.HasPrefix(text, heading+"\n") {
+		start = 0
+	} else if i := strings.Index(text, "\n"+heading+"\n"); i >= 0 {
+		start = i + 1
+	}
 	if start < 0 {
 		text = strings.TrimRight(text, "\n") + "\n\n" + section
 	} else {

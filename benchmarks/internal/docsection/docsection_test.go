@@ -12,6 +12,8 @@ func TestUpdate(t *testing.T) {
 		{"append", "# T\n\n## A\n\na\n", "# T\n\n## A\n\na\n\n## B\n\nnew\n"},
 		{"replace middle", "# T\n\n## A\n\na\n\n## B\n\nold\nold\n\n## C\n\nc\n", "# T\n\n## A\n\na\n\n## B\n\nnew\n\n## C\n\nc\n"},
 		{"replace last", "# T\n\n## B\n\nold\n", "# T\n\n## B\n\nnew\n"},
+		{"deeper heading with the same name", "# T\n\n### B\n\nx\n", "# T\n\n### B\n\nx\n\n## B\n\nnew\n"},
+		{"first line", "## B\n\nold\n\n## C\n\nc\n", "## B\n\nnew\n\n## C\n\nc\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
