@@ -208,6 +208,16 @@ func TestConnect(t *testing.T) {
 	if err := Disconnect(&Pod{NetNS: "/nonexistent/netns", Link: "eth0"}); err != nil {
 		t.Errorf("Disconnect without namespace: %v", err)
 	}
+	// A redirect left behind (a crashed shim's) does not stop a new one.
+	if err := Connect(p, "tap0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Connect(p, "tap0"); err != nil {
+		t.Errorf("Connect over a stale redirect: %v", err)
+	}
+	if err := Disconnect(p); err != nil {
+		t.Fatal(err)
+	}
 	if err := Connect(p, "no-such-tap"); !errors.Is(err, ErrRedirect) {
 		t.Errorf("Connect to a missing TAP: %v, want ErrRedirect", err)
 	}

@@ -43,6 +43,11 @@ func Connect(p *Pod, tap string) error {
 func redirect(h *netlink.Handle, from, to netlink.Link) error {
 	idx := from.Attrs().Index
 	q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: ingressHandle, Parent: netlink.HANDLE_INGRESS}}
+	// An ingress qdisc left by a crashed shim (with its redirect to a TAP
+	// that is gone) goes first.
+	if err := unredirect(h, from); err != nil {
+		return err
+	}
 	if err := h.QdiscAdd(q); err != nil {
 		return fmt.Errorf("%w: ingress qdisc on %s: %w", ErrRedirect, from.Attrs().Name, err)
 	}

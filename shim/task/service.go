@@ -708,7 +708,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	if err != nil {
 		return nil, fmt.Errorf("exec %s in %s: %w", r.ExecID, r.ID, err)
 	}
-	p.SetPid(s.hostPid())
+	p.SetPid(c.init.Pid()) // the VMM's, set in Create under s.mu
 	log.G(ctx).WithField("id", r.ID).Debugf("exec %s: guest pid %d", r.ExecID, resp.Pid)
 	if err := p.Transition(process.EventStart); err != nil {
 		return nil, err
