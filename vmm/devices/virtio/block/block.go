@@ -61,6 +61,7 @@ type Device struct {
 	path     string
 	readOnly bool
 	file     *os.File // nil: an empty spare drive
+	closed   bool     // Close ran: Attach refuses
 	capacity uint64   // sectors
 	id       [IDBytes]byte
 	idStr    string
@@ -166,6 +167,7 @@ func FromState(st State) (*Device, error) {
 func (d *Device) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.closed = true
 	if d.file == nil {
 		return nil
 	}

@@ -16,4 +16,6 @@ var (
 	ErrBusy = errors.New("virtio-block: drive already has a backing file")
 	// ErrEmpty: Detach on a spare drive without a backing file.
 	ErrEmpty = errors.New("virtio-block: drive has no backing file")
+	// ErrClosed: the device was closed (its VM is going away).
+	ErrClosed = errors.New("virtio-block: device closed")
 )

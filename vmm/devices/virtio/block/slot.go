@@ -47,6 +47,11 @@ func (d *Device) Attach(a Attachment) error {
 		return fmt.Errorf("%w: %s is smaller than one %d-byte sector", ErrConfig, a.Path, SectorSize)
 	}
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		f.Close()
+		return ErrClosed
+	}
 	if d.file != nil {
 		d.mu.Unlock()
 		f.Close()

@@ -175,6 +175,16 @@ func TestAttachErrors(t *testing.T) {
 	if _, err := block.New(block.Config{}); !errors.Is(err, block.ErrConfig) {
 		t.Errorf("New without a path and not spare: %v", err)
 	}
+	// A closed device (its VM going away) takes no new file, which nobody
+	// would close.
+	d, err := block.New(block.Config{Spare: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if err := d.Attach(block.Attachment{Path: img}); !errors.Is(err, block.ErrClosed) {
+		t.Errorf("Attach after Close: %v, want ErrClosed", err)
+	}
 }
 
 func TestSpareState(t *testing.T) {
@@ -278,4 +288,7 @@ func TestAttachWhileServing(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("%d of 2000 reads served", ok)
+	if ok == 0 {
+		t.Fatal("no read was served: the attach/detach churn was never mixed with I/O")
+	}
 }
