@@ -1,9 +1,13 @@
 package pool
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -148,5 +152,100 @@ func TestVMMArgsReservedFlags(t *testing.T) {
 	}
 	if pids := vmmPIDs(t, run); len(pids) != 0 {
 		t.Fatalf("VMMs started for a refused configuration: %v", pids)
+	}
+}
+
+// TestClaimProtocols: the pool's socket speaks both the claim stream
+// (Client.Claim, one connection kept for sequential claims) and HTTP
+// (POST /claim, for curl), and answers a malformed claim line with 400.
+func TestClaimProtocols(t *testing.T) {
+	m, _ := newPool(t, 2, 0)
+	waitReady(t, m, 2)
+	c := serve(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// The claim stream, twice on one connection.
+	for i := 0; i < 2; i++ {
+		cl, err := c.Claim(ctx, ClaimRequest{Profile: "tg", Resume: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := finish(ctx, cl, true); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		idle := len(c.idle)
+		c.mu.Unlock()
+		if idle != 1 {
+			t.Fatalf("after claim %d the client keeps %d idle stream connections, want 1", i+1, idle)
+		}
+	}
+
+	// HTTP on the same socket.
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", c.path)
+	}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Post("http://pool/claim", "application/json", strings.NewReader(`{"profile":"tg","resume":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cl Claim
+	err = json.NewDecoder(resp.Body).Decode(&cl)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /claim: %s, %v", resp.Status, err)
+	}
+	if err := finish(ctx, &cl, true); err != nil {
+		t.Fatal(err)
+	}
+
+	// A malformed claim line.
+	conn, err := net.Dial("unix", c.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("{\"profile\": 7}\n")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a streamAnswer
+	if err := json.Unmarshal([]byte(line), &a); err != nil || a.Status != http.StatusBadRequest || !strings.Contains(a.Error, "malformed") {
+		t.Fatalf("answer to a malformed claim: %q (%v)", line, err)
+	}
+}
+
+// TestClaimFromHTTPOnlyDaemon: a client claims from a daemon that predates
+// the claim stream (HTTP only) by falling back to POST /claim.
+func TestClaimFromHTTPOnlyDaemon(t *testing.T) {
+	m, _ := newPool(t, 1, 0)
+	waitReady(t, m, 1)
+	sock := filepath.Join(t.TempDir(), "old.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: Handler(m)}
+	go srv.Serve(l)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := NewClient(sock)
+	defer c.Close()
+	cl, err := c.Claim(ctx, ClaimRequest{Profile: "tg", Resume: true, NoCold: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := finish(ctx, cl, true); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Status()[0]; st.Claimed != 1 {
+		t.Fatalf("status %+v: want exactly one claim", st)
 	}
 }

@@ -8,14 +8,24 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 )
 
-// Client talks to a pool daemon.
-type Client struct{ http *http.Client }
+// Client talks to a pool daemon: claims over the claim stream, the rest
+// over HTTP. It is safe for concurrent use.
+type Client struct {
+	path string
+	http *http.Client
+
+	mu       sync.Mutex
+	idle     []*streamConn
+	closed   bool
+	httpOnly bool // the daemon predates the claim stream
+}
 
 // NewClient returns a client for the pool socket at path.
 func NewClient(path string) *Client {
-	return &Client{http: &http.Client{Transport: &http.Transport{
+	return &Client{path: path, http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
@@ -74,8 +84,29 @@ func (e *apiError) Unwrap() error { return e.sentinel }
 // Claim claims a VM. Errors wrap ErrUnreachable (no daemon), or
 // ErrUnknownProfile, ErrEmpty (NoCold) and ErrClosed from the daemon.
 func (c *Client) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+	return c.claimStream(ctx, req)
+}
+
+// claimHTTP claims with POST /claim.
+func (c *Client) claimHTTP(ctx context.Context, req ClaimRequest) (*Claim, error) {
 	var cl Claim
-	return &cl, c.do(ctx, http.MethodPost, "/claim", req, &cl)
+	if err := c.do(ctx, http.MethodPost, "/claim", req, &cl); err != nil {
+		return nil, err
+	}
+	return &cl, nil
+}
+
+// Close closes the client's idle connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	idle := c.idle
+	c.idle, c.closed = nil, true
+	c.mu.Unlock()
+	for _, sc := range idle {
+		sc.conn.Close()
+	}
+	c.http.CloseIdleConnections()
+	return nil
 }
 
 // Status fetches the pool's counts.

@@ -9,7 +9,9 @@
 // clock, MAC, id: never shared between two claims), optionally resumes it
 // (else it waits paused for the claimer, who may attach drives first), and
 // returns its pid, API socket and vsock socket; from then on the VMM
-// belongs to the claimer, who ends it, and outlives the pool. When no VM is ready, Claim falls back to a
-// cold start and says so. A pooled VMM whose pool dies before claiming it
-// stops itself (its lease pipe closes).
+// belongs to the claimer, who ends it, and outlives the pool. When no VM
+// is ready, Claim falls back to a cold start and says so. The claim
+// reaches a pooled VMM on its lease socket (ember vmm --lease-fd), where
+// the VM's first vCPU thread waits for it; a pooled VMM whose pool dies
+// before claiming it stops itself (its lease closes).
 package pool

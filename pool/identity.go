@@ -20,14 +20,13 @@ func newID() string {
 // time and a random locally administered unicast MAC. No two calls share
 // any of them (beyond negligible chance).
 func NewIdentity(id string) api.Identity {
-	var nonce [32]byte
-	rand.Read(nonce[:])
-	var mac [6]byte
-	rand.Read(mac[:])
+	var b [32 + 6]byte // one getrandom for both
+	rand.Read(b[:])
+	nonce, mac := b[:32], b[32:]
 	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
 	return api.Identity{
 		ID:    id,
-		Nonce: hex.EncodeToString(nonce[:]),
+		Nonce: hex.EncodeToString(nonce),
 		Time:  time.Now(),
 		MAC: fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x",
 			mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]),

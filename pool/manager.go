@@ -152,7 +152,7 @@ func (m *Manager) fill(ps *profileState) {
 		ps.starting++
 		m.mu.Unlock()
 
-		e, err := m.spawn(m.ctx, ps, true)
+		e, err := m.spawn(m.ctx, ps)
 
 		m.mu.Lock()
 		ps.starting--
@@ -302,7 +302,7 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 		c.Source = "cold"
 		m.log.Info("pool: no ready VM; cold start", "profile", profile)
 		var err error
-		if e, err = m.spawn(ctx, ps, false); err != nil {
+		if e, err = m.spawn(ctx, ps); err != nil {
 			return nil, fmt.Errorf("pool: cold start for profile %q: %w", profile, err)
 		}
 	}
@@ -311,32 +311,14 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	if opts.ID != "" {
 		c.ID = opts.ID
 	}
-	client := e.client
-	if client == nil { // a cold start that was not warmed up
-		client = api.NewClient(e.sock)
-	}
-	defer client.Close()
 	t1 := time.Now()
 	c.Identity = NewIdentity(c.ID)
-	var err error
-	if opts.Resume {
-		err = client.SetIdentityAndResume(ctx, c.Identity)
-	} else {
-		err = client.SetIdentity(ctx, c.Identity)
-	}
-	if err != nil {
+	if err := e.claim(ctx, c.Identity, opts.Resume); err != nil {
 		e.discard()
-		return nil, fmt.Errorf("pool: identify %s: %w", e.id, err)
+		return nil, fmt.Errorf("pool: claim %s: %w", e.id, err)
 	}
 	c.Identify = time.Since(t1)
 	c.Total = time.Since(t0)
-	// The VMM counts itself claimed once it has an identity, so the lease
-	// byte that says so goes after the claim's critical path: writing it
-	// first woke a thread in the VMM during the identity request.
-	if err := e.handOver(); err != nil {
-		e.discard()
-		return nil, fmt.Errorf("pool: hand over %s: %w", e.id, err)
-	}
 	m.mu.Lock()
 	ps.claimed++
 	if c.Source == "cold" {

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -243,7 +244,7 @@ func TestStopLeavesNothing(t *testing.T) {
 }
 
 // TestPoolDeathStopsUnclaimed: a pooled VMM whose pool dies without
-// closing it (the lease pipe closes) stops itself.
+// closing it (the lease socket closes) stops itself.
 func TestPoolDeathStopsUnclaimed(t *testing.T) {
 	m, run := newPool(t, 1, 0)
 	waitReady(t, m, 1)
@@ -259,10 +260,10 @@ func TestPoolDeathStopsUnclaimed(t *testing.T) {
 	_ = run
 }
 
-// TestPoolDeathAfterIdentityKeepsClaimed: the pool writes the lease's
-// claim byte after the identity and resume; a VMM whose pool dies in
-// between has an identity, counts itself claimed and keeps running.
-func TestPoolDeathAfterIdentityKeepsClaimed(t *testing.T) {
+// TestPoolDeathAfterClaimKeepsClaimed: a VMM whose pool sent the claim
+// and died before reading the answer was claimed: it keeps running (paused,
+// with its identity, for the claimer).
+func TestPoolDeathAfterClaimKeepsClaimed(t *testing.T) {
 	m, _ := newPool(t, 1, 0)
 	waitReady(t, m, 1)
 	m.mu.Lock()
@@ -272,13 +273,14 @@ func TestPoolDeathAfterIdentityKeepsClaimed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := &Claim{ID: e.id, PID: e.cmd.Process.Pid, Socket: e.sock, Identity: NewIdentity(e.id)}
-	if err := e.client.SetIdentity(ctx, c.Identity); err != nil {
+	b, _ := json.Marshal(api.LeaseClaim{Identity: c.Identity})
+	if _, err := e.lease.Write(b); err != nil {
 		t.Fatal(err)
 	}
-	e.lease.Close() // the pool dies before handing over
+	e.lease.Close() // the pool dies before the answer
 	select {
 	case <-e.exited:
-		t.Fatalf("a VMM with an identity stopped when its lease closed: %v", e.exitErr)
+		t.Fatalf("a claimed VMM stopped when its lease closed: %v", e.exitErr)
 	case <-time.After(500 * time.Millisecond):
 	}
 	if err := finish(ctx, c, false); err != nil {

@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -26,7 +25,8 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// Handler serves the pool's API:
+// Handler serves the pool's HTTP API (Serve also speaks the claim
+// stream on the same socket, which Client uses to claim):
 //
 //	POST /claim   ClaimRequest -> Claim (404 unknown profile, 409 empty
 //	              with no_cold, 503 closed)
@@ -47,18 +47,11 @@ func Handler(m *Manager) http.Handler {
 			m.abandon(c)
 			return
 		}
-		switch {
-		case errors.Is(err, ErrUnknownProfile):
-			reply(w, http.StatusNotFound, errorBody{err.Error()})
-		case errors.Is(err, ErrEmpty):
-			reply(w, http.StatusConflict, errorBody{err.Error()})
-		case errors.Is(err, ErrClosed):
-			reply(w, http.StatusServiceUnavailable, errorBody{err.Error()})
-		case err != nil:
-			reply(w, http.StatusInternalServerError, errorBody{err.Error()})
-		default:
-			reply(w, http.StatusOK, c)
+		if err != nil {
+			reply(w, claimStatus(err), errorBody{err.Error()})
+			return
 		}
+		reply(w, http.StatusOK, c)
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, m.Status())
@@ -85,9 +78,12 @@ func Serve(ctx context.Context, m *Manager, path string, log *slog.Logger) error
 		return err
 	}
 	defer os.Remove(path)
+	sctx, cancelStreams := context.WithCancel(ctx)
+	defer cancelStreams()
+	split := newSplitListener(sctx, l, m, log)
 	srv := &http.Server{Handler: Handler(m), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
+	go func() { errc <- srv.Serve(split) }()
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

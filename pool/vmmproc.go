@@ -3,12 +3,18 @@ package pool
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/embervm/ember/vmm/api"
 )
@@ -19,20 +25,20 @@ type entry struct {
 	profile *profileState
 	cmd     *exec.Cmd
 	sock    string
-	vsock   string   // the VM's vsock socket, if it has one
-	console string   // the guest console's log, if the profile keeps one
-	lease   *os.File // write end; 'c' hands the VMM over
+	vsock   string // the VM's vsock socket, if it has one
+	console string // the guest console's log, if the profile keeps one
+	// lease is the pool's end of the VMM's lease socket (ember vmm
+	// --lease-fd): the claim goes there, and closing it unclaimed ends
+	// the VMM.
+	lease   *net.UnixConn
 	readyAt time.Time
-	// client is the warmed-up API connection, kept for the claim.
-	client  *api.Client
 	exited  chan struct{} // closed when the process has been reaped
 	exitErr error
 }
 
-// spawn starts `ember vmm` for p and waits until its API serves. A VMM
-// started for the pool (warm) has its API warmed up before it is offered;
-// one started for a waiting claim (a cold start) goes to the claim at once.
-func (m *Manager) spawn(ctx context.Context, p *profileState, warm bool) (*entry, error) {
+// spawn starts `ember vmm` for p and waits until its API serves and it
+// waits paused for its claim on the lease.
+func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
 	id := newID()
 	e := &entry{id: id, profile: p, sock: filepath.Join(m.cfg.RunDir, id+".sock"), exited: make(chan struct{})}
 	readyR, readyW, err := os.Pipe()
@@ -40,7 +46,7 @@ func (m *Manager) spawn(ctx context.Context, p *profileState, warm bool) (*entry
 		return nil, err
 	}
 	defer readyR.Close()
-	leaseR, leaseW, err := os.Pipe()
+	leaseW, leaseR, err := leasePair()
 	if err != nil {
 		readyW.Close()
 		return nil, err
@@ -113,41 +119,72 @@ func (m *Manager) spawn(ctx context.Context, p *profileState, warm bool) (*entry
 	if fi, err := os.Lstat(e.sock + ".vsock"); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		e.vsock = e.sock + ".vsock"
 	}
-	if warm {
-		e.warmUp(ctx)
-	}
 	e.readyAt = time.Now()
 	return e, nil
 }
 
-// warmUp exercises the VMM's API once before the VMM is offered, so that
-// a claim does not pay for the first touch of the API's code and heap in a
-// fresh process (each first touch of a page costs tens of microseconds on
-// hosts with shadow paging).
-func (e *entry) warmUp(ctx context.Context) {
-	e.client = api.NewClient(e.sock)
-	for i := 0; i < 3; i++ {
-		e.client.Info(ctx)
-		e.client.Metrics(ctx)
+// leasePair returns the two ends of a lease socket: the pool's, and the
+// VMM's to inherit.
+func leasePair() (*net.UnixConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pool: lease socket: %w", err)
 	}
+	mine := os.NewFile(uintptr(fds[0]), "lease")
+	defer mine.Close()
+	c, err := net.FileConn(mine)
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("pool: lease socket: %w", err)
+	}
+	return c.(*net.UnixConn), os.NewFile(uintptr(fds[1]), "lease"), nil
 }
 
-// handOver tells the VMM it now belongs to its claimer. A VMM that has
-// taken an identity already counts itself claimed (ember vmm
-// --lease-fd): the byte confirms it.
-func (e *entry) handOver() error {
-	_, err := e.lease.Write([]byte{'c'})
-	e.lease.Close()
-	return err
+// claim hands the VMM over through its lease: its identity, and a resume
+// if asked. It returns once the VMM has answered (with resume: its vCPU is
+// entering the guest), or ctx is done.
+func (e *entry) claim(ctx context.Context, id api.Identity, resume bool) error {
+	defer e.lease.Close() // the VMM belongs to the claimer from here on
+	b, err := json.Marshal(api.LeaseClaim{Identity: id, Resume: resume})
+	if err != nil {
+		return err
+	}
+	if _, err := e.lease.Write(b); err != nil {
+		return fmt.Errorf("send the claim: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		e.lease.SetReadDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { e.lease.SetReadDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, 4096)
+	n, err := e.lease.Read(buf)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, io.EOF) {
+			return errors.New("the VMM closed its lease without answering the claim")
+		}
+		return fmt.Errorf("read the claim's answer: %w", err)
+	}
+	var a api.LeaseAnswer
+	if err := json.Unmarshal(buf[:n], &a); err != nil {
+		return fmt.Errorf("malformed answer to the claim: %w", err)
+	}
+	if a.Error != "" {
+		if a.Conflict {
+			return fmt.Errorf("%w: %s", api.ErrConflict, a.Error)
+		}
+		return errors.New(a.Error)
+	}
+	return nil
 }
 
 // kill ends an unclaimed VMM: closing the lease asks it to stop; SIGKILL
 // follows if it lingers. It returns once the VMM has exited and its files
 // are gone.
 func (e *entry) kill() {
-	if e.client != nil {
-		e.client.Close()
-	}
 	e.lease.Close()
 	select {
 	case <-e.exited:
@@ -160,9 +197,6 @@ func (e *entry) kill() {
 
 // discard ends a VMM whose claim failed at once.
 func (e *entry) discard() {
-	if e.client != nil {
-		e.client.Close()
-	}
 	e.cmd.Process.Signal(syscall.SIGKILL)
 	e.lease.Close()
 	<-e.exited

@@ -64,7 +64,8 @@ type Machine struct {
 	vcpus []*VCPU
 
 	mu      sync.Mutex
-	started bool
+	started bool          // the watcher runs (Start, StartPaused or Stop)
+	ran     bool          // the vCPUs were set running (Start, or a fired ResumeOn)
 	stopped chan struct{} // closed once every vCPU has finished
 	result  *Result
 }
@@ -108,6 +109,7 @@ func New(sys *kvm.System, cfg Config) (_ *Machine, err error) {
 	}
 	defer func() {
 		if err != nil {
+			m.stopVCPUs()
 			m.closeFDs()
 		}
 	}()
@@ -146,7 +148,12 @@ func New(sys *kvm.System, cfg Config) (_ *Machine, err error) {
 		if err != nil {
 			return nil, err
 		}
-		m.vcpus = append(m.vcpus, newVCPU(i, fd, m, log))
+		c, err := newVCPU(i, fd, m, log)
+		if err != nil {
+			fd.Close()
+			return nil, err
+		}
+		m.vcpus = append(m.vcpus, c)
 	}
 	return m, nil
 }
@@ -198,17 +205,80 @@ func (m *Machine) dispatch(b *bus.Bus, addr uint64, data []byte, write bool) err
 }
 
 // Start runs every vCPU and a watcher that ends the machine when any vCPU
-// finishes (a fatal exit or a guest stop request).
+// finishes (a fatal exit or a guest stop request). A machine made ready
+// with StartPaused starts here too.
 func (m *Machine) Start(ctx context.Context) error {
 	m.mu.Lock()
-	if m.started {
+	if m.ran {
 		m.mu.Unlock()
 		return fmt.Errorf("vmm: machine already started")
 	}
-	m.started = true
+	m.ran = true
+	m.startWatch()
 	m.mu.Unlock()
-	go m.watch()
 	return m.Resume(ctx)
+}
+
+// StartPaused makes the machine ready to run without running it: its
+// watcher runs, so that a later Start, Resume or fired ResumeOn needs no
+// new goroutine, and Wait waits for its end.
+func (m *Machine) StartPaused() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.startWatch()
+}
+
+// startWatch starts the watcher once. Called with m.mu held.
+func (m *Machine) startWatch() {
+	if !m.started {
+		m.started = true
+		go m.watch()
+	}
+}
+
+// ResumeOn arms the machine's first run for a message on fd (see
+// VCPU.ResumeOn): when fd is readable, the first vCPU's thread calls
+// prepare and, if it returns true, starts the other vCPUs and enters the
+// guest itself. The machine must be made ready with StartPaused and must
+// not have run.
+func (m *Machine) ResumeOn(fd int, prepare func() bool) error {
+	m.mu.Lock()
+	if m.ran || !m.started {
+		m.mu.Unlock()
+		return fmt.Errorf("vmm: ResumeOn needs a machine made ready with StartPaused that has not run")
+	}
+	m.mu.Unlock()
+	return m.vcpus[0].ResumeOn(fd, func() bool {
+		m.mu.Lock()
+		if m.ran {
+			m.mu.Unlock()
+			return false
+		}
+		m.ran = true // held while prepare decides: a Start meanwhile fails
+		m.mu.Unlock()
+		if !prepare() {
+			m.mu.Lock()
+			m.ran = false
+			m.mu.Unlock()
+			return false
+		}
+		for _, c := range m.vcpus[1:] {
+			if err := c.Resume(context.Background()); err != nil {
+				m.log.Error("starting a vCPU", "vcpu", c.ID(), "err", err)
+			}
+		}
+		return true
+	})
+}
+
+// Disarm removes an armed ResumeOn that has not fired.
+func (m *Machine) Disarm() { m.vcpus[0].Disarm() }
+
+// stopVCPUs ends the vCPU threads of a machine that never started.
+func (m *Machine) stopVCPUs() {
+	for _, c := range m.vcpus {
+		c.Stop(context.Background())
+	}
 }
 
 // watch waits for the first vCPU to finish, stops the others and records
@@ -266,9 +336,8 @@ func (m *Machine) Resume(ctx context.Context) error {
 // was never started ends too: Wait then reports a clean stop.
 func (m *Machine) Stop(ctx context.Context) error {
 	m.mu.Lock()
-	if !m.started && len(m.vcpus) > 0 {
-		m.started = true
-		go m.watch()
+	if len(m.vcpus) > 0 {
+		m.startWatch()
 	}
 	started := m.started
 	m.mu.Unlock()

@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,26 +74,44 @@ type VCPU struct {
 	state atomic.Int32
 	kick  atomic.Int32 // kickNone, kickPause or kickStop
 
-	ctl    sync.Mutex // serializes Start/Pause/Resume/Stop/Do
-	reqs   chan request
+	ctl    sync.Mutex    // serializes Start/Pause/Resume/Stop/Do
 	paused chan struct{} // receives when a pause request has taken effect
 	done   chan struct{} // closed when the thread has exited
 	err    error         // why it finished; read after done
 
+	// The idle thread waits in poll(2) on wakeFD (and on an armed
+	// trigger's fd), not on a Go channel, so that a request or a trigger
+	// wakes it directly, without a hand-over through Go's scheduler.
+	qmu      sync.Mutex
+	queue    []request
+	trigger  *trigger // armed by ResumeOn
+	finished bool     // the thread has exited; wakeFD is closed
+	wakeFD   int      // eventfd: a request was queued or the trigger changed
+
 	exits atomic.Uint64
 }
 
-func newVCPU(id int, fd *kvm.VCPU, exit ExitHandler, log *slog.Logger) *VCPU {
+// trigger is an armed ResumeOn.
+type trigger struct {
+	fd      int
+	prepare func() bool
+}
+
+func newVCPU(id int, fd *kvm.VCPU, exit ExitHandler, log *slog.Logger) (*VCPU, error) {
+	wfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("vCPU %d: eventfd: %w", id, err)
+	}
 	c := &VCPU{
 		id: id, fd: fd, exit: exit, log: log.With("vcpu", id),
-		reqs:   make(chan request),
 		paused: make(chan struct{}, 1),
 		done:   make(chan struct{}),
+		wakeFD: wfd,
 	}
 	ready := make(chan struct{})
 	go c.thread(ready)
 	<-ready
-	return c
+	return c, nil
 }
 
 // ID returns the vCPU index.
@@ -118,13 +137,17 @@ func (c *VCPU) thread(ready chan<- struct{}) {
 	c.tid.Store(int32(unix.Gettid()))
 	close(ready)
 	defer close(c.done)
-	for req := range c.reqs {
+	defer c.finish()
+	for {
+		req := c.next()
 		switch {
 		case req.fn != nil:
 			req.done <- req.fn(c.fd)
 		case req.run:
 			c.state.Store(int32(VCPURunning))
-			req.done <- nil
+			if req.done != nil {
+				req.done <- nil
+			}
 			stop, err := c.runGuest()
 			if err != nil || stop {
 				c.err = err
@@ -135,10 +158,91 @@ func (c *VCPU) thread(ready chan<- struct{}) {
 			c.paused <- struct{}{}
 		default: // stop
 			c.state.Store(int32(VCPUFinished))
-			req.done <- nil
+			if req.done != nil {
+				req.done <- nil
+			}
 			return
 		}
 	}
+}
+
+// finish marks the thread gone: later requests fail with ErrStopped, and
+// the ones still queued are answered by done being closed.
+func (c *VCPU) finish() {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	c.finished = true
+	c.queue, c.trigger = nil, nil
+	unix.Close(c.wakeFD)
+}
+
+// next returns the next request, waiting for one while the vCPU is idle.
+// An armed trigger whose fd becomes readable turns into a run request if
+// its prepare says so (see ResumeOn).
+func (c *VCPU) next() request {
+	fds := make([]unix.PollFd, 0, 2)
+	for {
+		c.qmu.Lock()
+		if len(c.queue) > 0 {
+			r := c.queue[0]
+			c.queue[0] = request{}
+			c.queue = c.queue[1:]
+			c.qmu.Unlock()
+			return r
+		}
+		t := c.trigger
+		c.qmu.Unlock()
+		fds = append(fds[:0], unix.PollFd{Fd: int32(c.wakeFD), Events: unix.POLLIN})
+		if t != nil {
+			fds = append(fds, unix.PollFd{Fd: int32(t.fd), Events: unix.POLLIN})
+		}
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if err == unix.EINTR {
+				continue // a kick signal meant for KVM_RUN, or another signal
+			}
+			c.err = fmt.Errorf("vCPU %d: poll: %w", c.id, err)
+			return request{}
+		}
+		if fds[0].Revents != 0 {
+			var b [8]byte
+			unix.Read(c.wakeFD, b[:]) // reset the counter
+		}
+		if t == nil || fds[1].Revents == 0 {
+			continue
+		}
+		c.qmu.Lock()
+		armed := c.trigger == t
+		if armed {
+			c.trigger = nil
+		}
+		c.qmu.Unlock()
+		if armed && c.fire(t) {
+			return request{run: true}
+		}
+	}
+}
+
+// fire runs an armed trigger's prepare. The vCPU counts as running while
+// prepare decides, so that a Pause or Stop meanwhile kicks it (and is
+// honoured by KVM_RUN returning at once) instead of being lost.
+func (c *VCPU) fire(t *trigger) (run bool) {
+	prev := c.state.Swap(int32(VCPURunning))
+	if t.prepare() {
+		return true
+	}
+	switch c.kick.Swap(kickNone) {
+	case kickNone:
+		c.state.Store(prev)
+	case kickPause:
+		c.fd.SetImmediateExit(false)
+		c.state.Store(int32(VCPUPaused))
+		c.paused <- struct{}{}
+	case kickStop:
+		c.fd.SetImmediateExit(false)
+		c.state.Store(prev)
+		c.post(request{}) // taken next, ending the thread
+	}
+	return false
 }
 
 // runGuest enters the guest until a kick or a fatal exit. It reports stop
@@ -239,20 +343,72 @@ func (c *VCPU) exitError(reason kvm.ExitReason, detail string, err error) error 
 	return e
 }
 
-// send hands a request to the vCPU thread, unless it has finished.
+// post queues r for the vCPU thread and wakes it. It fails once the
+// thread has finished.
+func (c *VCPU) post(r request) error {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.finished {
+		return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
+	}
+	c.queue = append(c.queue, r)
+	c.wake()
+	return nil
+}
+
+// wake makes the idle thread look at its queue and trigger again. Called
+// with qmu held (wakeFD is closed under it).
+func (c *VCPU) wake() {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	unix.Write(c.wakeFD, one[:])
+}
+
+// send hands a request to the vCPU thread, unless it has finished, and
+// waits for its answer.
 func (c *VCPU) send(ctx context.Context, r request) error {
 	select {
-	case c.reqs <- r:
-	case <-c.done:
-		return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
 	case <-ctx.Done():
 		return ctx.Err()
+	default:
+	}
+	if err := c.post(r); err != nil {
+		return err
 	}
 	select {
 	case err := <-r.done:
 		return err
 	case <-c.done:
 		return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
+	}
+}
+
+// ResumeOn arms a one-shot resume that a message on fd sets off: once fd
+// is readable while the vCPU waits (created or paused), its thread calls
+// prepare and, if prepare returns true, enters the guest at once. The
+// thread itself polls fd, so a supervisor's message (the warm pool's
+// claim) wakes exactly the thread that runs the guest, and nothing else
+// is woken on the way in. prepare runs on the vCPU thread: it must not
+// wait for this vCPU (Do, Pause, Resume). A later ResumeOn replaces an
+// armed one; Disarm removes it.
+func (c *VCPU) ResumeOn(fd int, prepare func() bool) error {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.finished {
+		return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
+	}
+	c.trigger = &trigger{fd: fd, prepare: prepare}
+	c.wake()
+	return nil
+}
+
+// Disarm removes an armed ResumeOn that has not fired.
+func (c *VCPU) Disarm() {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.trigger != nil && !c.finished {
+		c.trigger = nil
+		c.wake()
 	}
 }
 

@@ -85,6 +85,9 @@ func (w *warmPool) waitFull(ctx context.Context) error {
 
 // stop ends the pool daemon, which kills its ready VMs.
 func (w *warmPool) stop() {
+	if w.client != nil {
+		w.client.Close()
+	}
 	if w.cmd.Process != nil {
 		_ = w.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})

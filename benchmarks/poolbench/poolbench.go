@@ -224,6 +224,7 @@ func (d *daemon) logTail() string {
 
 // stop ends the daemon (SIGTERM: it ends its unclaimed VMMs).
 func (d *daemon) stop() {
+	d.client.Close()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:

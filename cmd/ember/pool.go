@@ -96,7 +96,9 @@ func poolClaim(ctx context.Context, args []string) error {
 	if *profile == "" {
 		return errors.New("--profile is required")
 	}
-	c, err := pool.NewClient(*sock).Claim(ctx, pool.ClaimRequest{Profile: *profile, ID: *id, Resume: *resume, NoCold: *noCold})
+	pc := pool.NewClient(*sock)
+	defer pc.Close()
+	c, err := pc.Claim(ctx, pool.ClaimRequest{Profile: *profile, ID: *id, Resume: *resume, NoCold: *noCold})
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func runVMM(ctx context.Context, args []string) error {
 	start := fs.Bool("start", false, "start the VM at once instead of waiting, paused, for a start or resume action")
 	readyFD := fs.Int("ready-fd", -1, "write \"ready\\n\" to this inherited fd once the API serves")
 	linger := fs.Duration("linger", 5*time.Second, "after the VM ends, keep serving this long for a final /wait or /metrics")
-	leaseFD := fs.Int("lease-fd", -1, "inherited pipe from a supervisor (the warm pool): EOF before a 'c' byte (claimed) or an identity ends this VMM")
+	leaseFD := fs.Int("lease-fd", -1, "inherited SOCK_SEQPACKET socket from a supervisor (the warm pool): the VM waits paused for one claim on it (vmm/api.LeaseClaim), and EOF before that ends this VMM")
 	restoreDir := fs.String("restore", "", "restore this snapshot instead of booting: a Linux VM (ember snapshot create) or a test guest (ember snapshot testguest --program identity); the VM waits paused unless --start")
 	backend := fs.String("backend", "mmap", "with --restore: memory backend copy, mmap, uffd or prefetch")
 	vsockUDS := fs.String("vsock-uds", "", "with --restore: vsock Unix socket path (default: the API socket's path + \".vsock\")")
@@ -87,7 +87,7 @@ func runVMM(ctx context.Context, args []string) error {
 			inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
 				Snapshot: h.Snapshot, Restore: h.Restore,
 				ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume,
-				Drives: r.VM, Start: r.Start,
+				Drives: r.VM, BeforeStart: r.BeforeStart, AfterStart: r.AfterStart,
 			})
 		case guestrun.IsTestGuestSnapshot(snap):
 			if *console != "" || *vsockUDS != "" {
@@ -129,13 +129,14 @@ func runVMM(ctx context.Context, args []string) error {
 			},
 		})
 	}
+	var lease *os.File
 	if *leaseFD >= 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		go watchLease(os.NewFile(uintptr(*leaseFD), "lease"), cancel, func() bool { return inst.Info().Identity != nil })
+		if *start {
+			return errors.New("--lease-fd: a leased VM waits paused for its claim; drop --start")
+		}
+		lease = os.NewFile(uintptr(*leaseFD), "lease")
 	}
-	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger)
+	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger, lease)
 }
 
 func vmmImage(program, image string, mem uint64) (*testguest.Image, error) {
@@ -169,8 +170,12 @@ func vmmImage(program, image string, mem uint64) (*testguest.Image, error) {
 
 // serveInstance serves the API for inst until the VM has ended (and a
 // final /wait was answered or linger passed) or ctx is cancelled. It
-// removes the socket on the way out.
-func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, readyFD int, start bool, linger time.Duration) error {
+// removes the socket on the way out. With a lease (ember vmm --lease-fd)
+// the VM waits paused for its claim there, and ends if the lease closes
+// first.
+func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, readyFD int, start bool, linger time.Duration, lease *os.File) error {
+	ctx, cancelAll := context.WithCancel(ctx)
+	defer cancelAll()
 	l, err := api.Listen(sock)
 	if err != nil {
 		return err
@@ -183,6 +188,12 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 		}
 	} else {
 		inst.StartPaused()
+	}
+	if lease != nil {
+		if err := inst.ServeLease(ctx, lease, cancelAll); err != nil {
+			l.Close()
+			return fmt.Errorf("--lease-fd: %w", err)
+		}
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -213,23 +224,6 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 	}
 	cancel()
 	return <-errc
-}
-
-// watchLease ends the VMM (through cancel) when its supervisor dies before
-// handing it over: the pool holds the write end of the lease pipe and
-// writes 'c' when a client claims this VMM, after which the VMM belongs to
-// the claimer and outlives the pool. A VMM that has taken an identity
-// (claimed reports so) was claimed too: the pool identifies a VMM only for
-// a claim, and writes the 'c' after the claim's identity and resume.
-func watchLease(f *os.File, cancel context.CancelFunc, claimed func() bool) {
-	defer f.Close()
-	var b [1]byte
-	n, _ := f.Read(b[:])
-	if n == 1 && b[0] == 'c' || claimed() {
-		return
-	}
-	slog.Warn("supervisor went away before this VMM was claimed; stopping")
-	cancel()
 }
 
 // bootFromConfig builds a Linux VM from a JSON boot configuration, its

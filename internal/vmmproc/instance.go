@@ -36,10 +36,14 @@ type Hooks struct {
 	// Drives gives the VM's spare drive slots to the API (optional; without
 	// it GET /drives lists none and attaching is unsupported).
 	Drives DriveSlots
-	// Start runs the vCPUs for the first time (optional; default the
-	// Machine's Start). A restored Linux VM's starts with its own
-	// (boot.Restored.Start: the snapshot's kvmclock, the prefetch).
-	Start func(ctx context.Context) error
+	// BeforeStart and AfterStart run just before and just after the
+	// vCPUs run for the first time (optional). A restored Linux VM sets
+	// its clock and installs its working set there
+	// (boot.Restored.BeforeStart, AfterStart). BeforeStart may run on a
+	// vCPU thread (a claim through the lease): it must not wait for the
+	// vCPUs.
+	BeforeStart func(ctx context.Context) error
+	AfterStart  func()
 }
 
 // Instance is a Machine driven through the API. It implements
@@ -58,6 +62,7 @@ type Instance struct {
 	started  bool // Start, StartPaused or Stop was called
 	ran      bool // the vCPUs have run
 	paused   bool
+	leased   bool // a supervisor holds the VM until it claims it (ServeLease)
 	identity *api.Identity
 }
 
@@ -112,6 +117,9 @@ func (in *Instance) Start(ctx context.Context) error {
 	if in.ran {
 		return fmt.Errorf("%w: already started", api.ErrConflict)
 	}
+	if in.leased {
+		return errLeased
+	}
 	if err := in.start(ctx); err != nil {
 		return err
 	}
@@ -119,12 +127,20 @@ func (in *Instance) Start(ctx context.Context) error {
 	return nil
 }
 
-// start runs the vCPUs for the first time, through Hooks.Start if set.
+// start runs the vCPUs for the first time, with the start hooks.
 func (in *Instance) start(ctx context.Context) error {
-	if in.hooks.Start != nil {
-		return in.hooks.Start(ctx)
+	if in.hooks.BeforeStart != nil {
+		if err := in.hooks.BeforeStart(ctx); err != nil {
+			return err
+		}
 	}
-	return in.m.Start(ctx)
+	if err := in.m.Start(ctx); err != nil {
+		return err
+	}
+	if in.hooks.AfterStart != nil {
+		in.hooks.AfterStart()
+	}
+	return nil
 }
 
 // StartPaused marks the machine started but paused without running its
@@ -134,6 +150,7 @@ func (in *Instance) StartPaused() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.started, in.paused = true, true
+	in.m.StartPaused()
 }
 
 // Pause implements api.Controller.
@@ -142,6 +159,9 @@ func (in *Instance) Pause(ctx context.Context) error {
 	defer in.mu.Unlock()
 	if !in.started || in.ended() {
 		return fmt.Errorf("%w: not running", api.ErrConflict)
+	}
+	if in.leased {
+		return errLeased
 	}
 	if err := in.m.Pause(ctx); err != nil {
 		return err
@@ -160,6 +180,9 @@ func (in *Instance) Resume(ctx context.Context) error {
 	}
 	if !in.paused {
 		return nil
+	}
+	if in.leased {
+		return errLeased
 	}
 	var err error
 	if !in.ran {
@@ -213,14 +236,22 @@ func (in *Instance) Wait(ctx context.Context) (*api.ExitInfo, error) {
 
 // SetIdentity implements api.Controller.
 func (in *Instance) SetIdentity(ctx context.Context, id api.Identity) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.leased {
+		return errLeased
+	}
+	return in.setIdentity(ctx, id)
+}
+
+// setIdentity applies id. Called with in.mu held.
+func (in *Instance) setIdentity(ctx context.Context, id api.Identity) error {
 	if in.hooks.ApplyIdentity == nil {
 		return fmt.Errorf("%w: identity", api.ErrUnsupported)
 	}
 	if id.ID == "" || id.Nonce == "" {
 		return fmt.Errorf("%w: identity needs an id and a nonce", api.ErrBadRequest)
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
 	if in.identity != nil {
 		return fmt.Errorf("%w: identity already set to %q", api.ErrConflict, in.identity.ID)
 	}

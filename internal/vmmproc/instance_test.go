@@ -3,6 +3,7 @@ package vmmproc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -19,32 +20,13 @@ import (
 // TestAPIEndToEnd drives a test-guest VM through the real API over a Unix
 // socket: start, pause, re-identify, resume, wait.
 func TestAPIEndToEnd(t *testing.T) {
-	sys, err := kvm.Open()
-	if err != nil {
-		t.Fatalf("this test needs /dev/kvm: %v", err)
-	}
-	defer sys.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const n = 4 << 20
-	code, err := testguest.WaitIdentityProgram(testguest.DataBase, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := testguest.NewMachine(ctx, sys, testguest.NewImage(code, 8<<20), testguest.Options{}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g, inst := identityInstance(t, ctx, n)
 	for i := uint64(0); i < n/8; i++ {
 		g.Memory().WriteUint64(testguest.DataBase+8*i, i)
 	}
-	inst := New("vm1", g.Machine, "testguest", Hooks{
-		Reports: g.Ports.Reports,
-		ApplyIdentity: func(_ context.Context, id api.Identity) error {
-			return testguest.WriteIdentity(g.Memory(), id.Nonce)
-		},
-	})
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	l, err := api.Listen(sock)
 	if err != nil {
@@ -137,10 +119,10 @@ func TestMalformedBody(t *testing.T) {
 	}
 }
 
-// TestStartHook: a VM started paused (a pooled, restored VM) runs its
-// first start through Hooks.Start on Resume, and a later pause/resume does
-// not call it again.
-func TestStartHook(t *testing.T) {
+// TestStartHooks: a VM started paused (a pooled, restored VM) runs its
+// start hooks on its first Resume, around the vCPUs' first run, and a later
+// pause/resume does not call them again.
+func TestStartHooks(t *testing.T) {
 	sys, err := kvm.Open()
 	if err != nil {
 		t.Fatalf("this test needs /dev/kvm: %v", err)
@@ -157,11 +139,14 @@ func TestStartHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	starts := 0
-	inst := New("vm1", g.Machine, "testguest", Hooks{Start: func(ctx context.Context) error {
-		starts++
-		return g.Machine.Start(ctx)
-	}})
+	var calls []string
+	inst := New("vm1", g.Machine, "testguest", Hooks{
+		BeforeStart: func(context.Context) error {
+			calls = append(calls, fmt.Sprintf("before(exits=%d)", g.Machine.VCPUs()[0].Exits()))
+			return nil
+		},
+		AfterStart: func() { calls = append(calls, fmt.Sprintf("after(%s)", g.Machine.VCPUs()[0].State())) },
+	})
 	inst.StartPaused()
 	for i := 0; i < 2; i++ {
 		if err := inst.Resume(ctx); err != nil {
@@ -171,10 +156,37 @@ func TestStartHook(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if starts != 1 {
-		t.Fatalf("Hooks.Start ran %d times, want 1", starts)
+	if want := "[before(exits=0) after(running)]"; fmt.Sprint(calls) != want {
+		t.Fatalf("start hooks ran as %v, want %s", calls, want)
 	}
 	if err := inst.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// identityInstance is an Instance of a test guest that waits for its
+// identity, then reports it and the sum of the n bytes above
+// testguest.DataBase.
+func identityInstance(t *testing.T, ctx context.Context, n uint64) (*testguest.Guest, *Instance) {
+	t.Helper()
+	sys, err := kvm.Open()
+	if err != nil {
+		t.Fatalf("this test needs /dev/kvm: %v", err)
+	}
+	t.Cleanup(func() { sys.Close() })
+	code, err := testguest.WaitIdentityProgram(testguest.DataBase, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := testguest.NewMachine(ctx, sys, testguest.NewImage(code, 8<<20), testguest.Options{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g, New("vm1", g.Machine, "testguest", Hooks{
+		Reports: g.Ports.Reports,
+		ApplyIdentity: func(_ context.Context, id api.Identity) error {
+			return testguest.WriteIdentity(g.Memory(), id.Nonce)
+		},
+	})
 }

@@ -62,9 +62,11 @@ func claimPool(ctx context.Context, spec Spec, v *VM) error {
 	// The claim is not cancelled with ctx: the pool hands over a VMM once
 	// it has identified it, and one whose claimer hung up is killed there.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.AgentTimeout))
-	cl, err := pool.NewClient(cfg.PoolSocket).Claim(cctx, pool.ClaimRequest{
+	pc := pool.NewClient(cfg.PoolSocket)
+	cl, err := pc.Claim(cctx, pool.ClaimRequest{
 		Profile: cfg.PoolProfile, ID: id, NoCold: cfg.Backend != config.BackendPool,
 	})
+	pc.Close()
 	cancel()
 	switch {
 	case errors.Is(err, pool.ErrEmpty), errors.Is(err, pool.ErrUnreachable), errors.Is(err, pool.ErrClosed):

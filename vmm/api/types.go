@@ -142,3 +142,25 @@ type RestoreStats struct {
 type errorBody struct {
 	Error string `json:"error"`
 }
+
+// LeaseClaim is what a supervisor that pooled a VMM (the warm pool) sends
+// on the VMM's lease socket (ember vmm --lease-fd, a SOCK_SEQPACKET
+// socket) to hand the VMM over: one message, the claim. Closing the lease
+// without one ends the VMM.
+type LeaseClaim struct {
+	// Identity makes the VM distinct; it is applied before anything runs.
+	Identity Identity `json:"identity"`
+	// Resume runs the VM at once. Without it the VM stays paused for the
+	// claimer, who resumes it through the API.
+	Resume bool `json:"resume,omitempty"`
+}
+
+// LeaseAnswer is the VMM's one reply to a LeaseClaim, sent once the claim
+// has taken effect (with Resume: once the vCPU thread is entering the
+// guest and, for a Linux VM, its agent has the identity), or failed. From
+// then on the VMM belongs to the claimer.
+type LeaseAnswer struct {
+	Error string `json:"error,omitempty"`
+	// Conflict: the VM could not be claimed in its state.
+	Conflict bool `json:"conflict,omitempty"`
+}

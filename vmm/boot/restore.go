@@ -79,8 +79,23 @@ type Restored struct {
 
 // Start runs the restored vCPUs and starts installing the working set
 // (prefetch backend), or with RestoreOptions.PrefetchBeforeStart installs
-// it first.
+// it first: BeforeStart, the VM's Start, AfterStart.
 func (r *Restored) Start(ctx context.Context) error {
+	if err := r.BeforeStart(ctx); err != nil {
+		return err
+	}
+	if err := r.VM.Start(ctx); err != nil {
+		return err
+	}
+	r.AfterStart()
+	return nil
+}
+
+// BeforeStart readies the restored VM for its vCPUs' first run, for a
+// caller that runs them itself: the guest clock, and with
+// RestoreOptions.PrefetchBeforeStart the working set. It does not wait
+// for the vCPUs.
+func (r *Restored) BeforeStart(ctx context.Context) error {
 	// The guest's clock resumes where the snapshot left it, however long
 	// the restored VM waited paused (in a warm pool, say): kvmclock runs
 	// while no vCPU does, and a guest that wakes to a jump spends its first
@@ -96,12 +111,12 @@ func (r *Restored) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := r.VM.Start(ctx); err != nil {
-		return err
-	}
-	r.Memory.StartPrefetch()
 	return nil
 }
+
+// AfterStart starts installing the working set in the background
+// (prefetch backend), once the vCPUs run.
+func (r *Restored) AfterStart() { r.Memory.StartPrefetch() }
 
 // Close stops the VM, releases its devices and then its memory.
 func (r *Restored) Close() error {
