@@ -49,6 +49,11 @@ func (in *Instance) ServeLease(ctx context.Context, f *os.File, lost func()) err
 		return fmt.Errorf("%w: a lease needs a VM that waits paused and has not run", api.ErrConflict)
 	}
 	l := &lease{in: in, fd: fd, lost: lost, ctx: ctx, buf: make([]byte, maxLeaseMessage)}
+	// Make the vCPUs' first entry now (vmm.VCPU.Prime), not at the claim.
+	if err := in.m.Prime(ctx); err != nil {
+		unix.Close(fd)
+		return err
+	}
 	// Run the claim's decoding and answering once, on the thread that will
 	// take the claim, so that the claim does not pay for the first touch
 	// of that code, encoding/json's caches for these types and the

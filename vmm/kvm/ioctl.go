@@ -45,6 +45,7 @@ const (
 	ioctlSetSregs       = 0x4138ae84 // struct kvm_sregs
 	ioctlGetMSRs        = 0xc008ae88 // struct kvm_msrs (header)
 	ioctlSetMSRs        = 0x4008ae89 // struct kvm_msrs (header)
+	ioctlSetSignalMask  = 0x4004ae8b // struct kvm_signal_mask (header: __u32 len, then the sigset)
 	ioctlGetFPU         = 0x81a0ae8c // struct kvm_fpu
 	ioctlSetFPU         = 0x41a0ae8d // struct kvm_fpu
 	ioctlGetLAPIC       = 0x8400ae8e // struct kvm_lapic_state

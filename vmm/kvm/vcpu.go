@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -42,6 +43,25 @@ func (c *VCPU) Run() error {
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, c.fd(), ioctlRun, 0)
 	if errno != 0 {
 		return wrap("KVM_RUN", errno)
+	}
+	return nil
+}
+
+// SetSignalMask sets the signal mask the thread has while in KVM_RUN
+// (KVM_SET_SIGNAL_MASK), for the 64 signals of the kernel's sigset; nil
+// removes it, so KVM_RUN keeps the thread's own mask.
+func (c *VCPU) SetSignalMask(mask *uint64) error {
+	if mask == nil {
+		if _, err := ioctl(c.fd(), ioctlSetSignalMask, 0); err != nil {
+			return wrap("KVM_SET_SIGNAL_MASK", err)
+		}
+		return nil
+	}
+	var b [4 + 8]byte // struct kvm_signal_mask: len, then the sigset
+	binary.NativeEndian.PutUint32(b[0:], 8)
+	binary.NativeEndian.PutUint64(b[4:], *mask)
+	if _, err := ioctlPtr(c.fd(), ioctlSetSignalMask, unsafe.Pointer(&b[0])); err != nil {
+		return wrap("KVM_SET_SIGNAL_MASK", err)
 	}
 	return nil
 }
