@@ -12,7 +12,7 @@ TESTFLAGS ?= -count=1 -timeout 45m -p 1
 # the nested lab or re-exec themselves are left out: the race runtime is not
 # static.
 RACE_PKGS := ./vmm ./vmm/kvm ./vmm/memory ./vmm/bus ./vmm/api ./vmm/devices/... \
-	./internal/testguest/... ./internal/vmmproc ./internal/atomicfile ./internal/eventfd \
+	./internal/testguest/... ./internal/vmmproc ./internal/vmmcmd ./internal/atomicfile ./internal/eventfd \
 	./guest/... ./pool
 
 .PHONY: all setup kernel build test test-race vet demo bench clean
@@ -29,6 +29,7 @@ kernel: setup
 
 build:
 	$(GO) build -o $(BIN)/ember ./cmd/ember
+	$(GO) build -o $(BIN)/ember-vmm ./cmd/ember-vmm
 	$(GO) build -o $(BIN)/ember-agent ./cmd/ember-agent
 	$(GO) build -o $(BIN)/containerd-shim-ember-v2 ./cmd/containerd-shim-ember-v2
 

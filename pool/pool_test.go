@@ -39,9 +39,15 @@ const memMiB = 8
 
 func newPool(t *testing.T, size int, idle time.Duration) (*Manager, string) {
 	t.Helper()
+	return newPoolOf(t, emberBin, size, idle)
+}
+
+// newPoolOf is newPool with its VMMs run by the binary ember.
+func newPoolOf(t *testing.T, ember string, size int, idle time.Duration) (*Manager, string) {
+	t.Helper()
 	run := filepath.Join(t.TempDir(), "run")
 	m, err := New(Config{
-		Ember:  emberBin,
+		Ember:  ember,
 		RunDir: run,
 		Profiles: []Profile{{
 			Name: "tg", Size: size, MemoryMiB: memMiB, IdleTimeout: Duration(idle),

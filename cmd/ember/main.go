@@ -10,12 +10,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/embervm/ember/internal/vmmcmd"
 )
 
 // command is one ember subcommand.
@@ -69,11 +70,7 @@ func main() {
 }
 
 func run(args []string) int {
-	level := slog.LevelInfo
-	if os.Getenv("EMBER_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	vmmcmd.SetLogger()
 
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(os.Stdout)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/embervm/ember/internal/atomicfile"
 	"github.com/embervm/ember/internal/testguest"
+	"github.com/embervm/ember/internal/vmmcmd"
 	"github.com/embervm/ember/vmm/kvm"
 )
 
@@ -20,42 +20,9 @@ func init() {
 	})
 }
 
-// builtinGuests are the programs `ember testguest --program` knows.
-var builtinGuests = map[string]struct {
-	about string
-	build func(mem uint64) ([]byte, error)
-}{
-	"sum": {"sum guest memory above 2 MiB and report it", func(mem uint64) ([]byte, error) {
-		return testguest.SumProgram(testguest.DataBase, mem-testguest.DataBase)
-	}},
-	"fill": {"write i*3+5 into every word above 2 MiB, report the sum", func(mem uint64) ([]byte, error) {
-		return testguest.FillProgram(testguest.DataBase, mem-testguest.DataBase, 3, 5)
-	}},
-	"count": {"add 1..1e9, report the total and the count", func(uint64) ([]byte, error) {
-		return testguest.CountProgram(1_000_000_000)
-	}},
-	"mmio": {"read and write the test MMIO device", func(uint64) ([]byte, error) { return testguest.MMIOProgram() }},
-	"ping": {"10000 port writes (PIO round trips)", func(uint64) ([]byte, error) { return testguest.PingProgram(10_000) }},
-	"spin": {"a 1e6-iteration loop", func(uint64) ([]byte, error) { return testguest.SpinProgram(1_000_000) }},
-	"identity": {"wait for an identity, report it and the sum of memory above 2 MiB", func(mem uint64) ([]byte, error) {
-		return testguest.WaitIdentityProgram(testguest.DataBase, mem-testguest.DataBase)
-	}},
-	"wild": {"write outside guest memory (shows the error path)", func(uint64) ([]byte, error) {
-		return testguest.WildWriteProgram(0x80000000)
-	}},
-}
-
-func guestNames() string {
-	var names []string
-	for n := range builtinGuests {
-		names = append(names, n)
-	}
-	return strings.Join(sortedStrings(names), ", ")
-}
-
 func runTestguest(ctx context.Context, args []string) error {
 	fs := newFlagSet("testguest", "")
-	program := fs.String("program", "sum", "built-in guest: "+guestNames())
+	program := fs.String("program", "sum", "built-in guest: "+vmmcmd.GuestNames())
 	image := fs.String("image", "", "run this test-guest image file instead of a built-in program")
 	write := fs.String("write", "", "write the built-in program as an image file here and exit")
 	memMiB := fs.Uint64("mem", 64, "guest memory in MiB (built-in programs)")
@@ -77,12 +44,12 @@ func runTestguest(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: %w", *image, err)
 		}
 	} else {
-		g, ok := builtinGuests[*program]
+		g, ok := vmmcmd.Guests[*program]
 		if !ok {
-			return fmt.Errorf("unknown program %q (have %s)", *program, guestNames())
+			return fmt.Errorf("unknown program %q (have %s)", *program, vmmcmd.GuestNames())
 		}
 		mem := *memMiB << 20
-		code, err := g.build(mem)
+		code, err := g.Build(mem)
 		if err != nil {
 			return err
 		}
