@@ -42,9 +42,7 @@ var poolFlags = []string{"api-sock", "id", "ready-fd", "lease-fd", "vsock-uds", 
 
 // Config configures a Manager.
 type Config struct {
-	// Ember is the binary that runs the VMMs, as `EMBER vmm ARGS`: an
-	// ember binary, or the lean ember-vmm (default: ember-vmm in this
-	// executable's directory if it is there and executable, else this
+	// Ember is the ember binary that runs `ember vmm` (default: this
 	// executable).
 	Ember string `json:"ember"`
 	// RunDir holds the pooled VMMs' API sockets.

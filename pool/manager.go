@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/embervm/ember/vmm/api"
 )
@@ -60,16 +57,15 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		log = slog.Default()
-	}
 	if cfg.Ember == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return nil, err
 		}
-		cfg.Ember = defaultEmber(exe)
-		log.Debug("pool: VMMs run by default binary", "ember", cfg.Ember)
+		cfg.Ember = exe
+	}
+	if log == nil {
+		log = slog.Default()
 	}
 	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
@@ -83,22 +79,6 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 		go m.keep(ps)
 	}
 	return m, nil
-}
-
-// leanVMM is the name of the lean VMM binary (cmd/ember-vmm): ember vmm
-// without the rest of the ember CLI.
-const leanVMM = "ember-vmm"
-
-// defaultEmber is the binary that runs the VMMs of a pool whose
-// configuration names none, exe being the running executable: the lean
-// ember-vmm in exe's directory if it is there and executable (every idle
-// pooled VMM then keeps less of its binary resident), else exe.
-func defaultEmber(exe string) string {
-	lean := filepath.Join(filepath.Dir(exe), leanVMM)
-	if st, err := os.Stat(lean); err == nil && st.Mode().IsRegular() && unix.Access(lean, unix.X_OK) == nil {
-		return lean
-	}
-	return exe
 }
 
 // poke wakes a profile's keeper.

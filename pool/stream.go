@@ -102,7 +102,7 @@ type splitListener struct {
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
-	err   error
+	err   error // why it stopped accepting; set before done is closed
 }
 
 func newSplitListener(ctx context.Context, l net.Listener, m *Manager, log *slog.Logger) *splitListener {
@@ -115,8 +115,7 @@ func (s *splitListener) loop() {
 	for {
 		conn, err := s.Listener.Accept()
 		if err != nil {
-			s.err = err
-			s.Close()
+			s.close(err)
 			return
 		}
 		go s.sort(conn)
@@ -158,9 +157,14 @@ func (s *splitListener) Accept() (net.Conn, error) {
 }
 
 // Close stops accepting.
-func (s *splitListener) Close() error {
+func (s *splitListener) Close() error { return s.close(nil) }
+
+// close stops accepting, for why (nil: Close). Accept reports why once
+// done is closed.
+func (s *splitListener) close(why error) error {
 	var err error
 	s.once.Do(func() {
+		s.err = why
 		close(s.done)
 		err = s.Listener.Close()
 	})

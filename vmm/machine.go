@@ -238,36 +238,36 @@ func (m *Machine) startWatch() {
 
 // ResumeOn arms the machine's first run for a message on fd (see
 // VCPU.ResumeOn): when fd is readable, the first vCPU's thread calls
-// prepare and, if it returns true, starts the other vCPUs and enters the
-// guest itself. The machine must be made ready with StartPaused and must
-// not have run.
-func (m *Machine) ResumeOn(fd int, prepare func() bool) error {
+// prepare and, if it says run, starts the other vCPUs and enters the guest
+// itself. The machine must be made ready with StartPaused and must not
+// have run; a Start while prepare decides is the caller's race.
+func (m *Machine) ResumeOn(fd int, prepare Prepare) error {
 	m.mu.Lock()
 	if m.ran || !m.started {
 		m.mu.Unlock()
 		return fmt.Errorf("vmm: ResumeOn needs a machine made ready with StartPaused that has not run")
 	}
 	m.mu.Unlock()
-	return m.vcpus[0].ResumeOn(fd, func() bool {
+	return m.vcpus[0].ResumeOn(fd, func() (bool, func()) {
 		m.mu.Lock()
-		if m.ran {
-			m.mu.Unlock()
-			return false
-		}
-		m.ran = true // held while prepare decides: a Start meanwhile fails
+		ran := m.ran
 		m.mu.Unlock()
-		if !prepare() {
-			m.mu.Lock()
-			m.ran = false
-			m.mu.Unlock()
-			return false
+		if ran {
+			return false, nil
 		}
+		run, then := prepare()
+		if !run {
+			return false, then
+		}
+		m.mu.Lock()
+		m.ran = true
+		m.mu.Unlock()
 		for _, c := range m.vcpus[1:] {
 			if err := c.Resume(context.Background()); err != nil {
 				m.log.Error("starting a vCPU", "vcpu", c.ID(), "err", err)
 			}
 		}
-		return true
+		return true, then
 	})
 }
 

@@ -42,18 +42,19 @@ func TestResumeOn(t *testing.T) {
 			}
 			defer unix.Close(fds[0])
 			defer unix.Close(fds[1])
-			if err := g.ResumeOn(fds[1], func() bool { return true }); err == nil {
+			if err := g.ResumeOn(fds[1], func() (bool, func()) { return true, nil }); err == nil {
 				t.Fatal("ResumeOn before StartPaused succeeded")
 			}
 			g.StartPaused()
-			var calls, onThread atomic.Int32
+			var calls, onThread, thens atomic.Int32
+			var thenState atomic.Int32
 			vcpuTID := tidOf(t, ctx, c)
-			prepare := func() bool {
+			prepare := func() (bool, func()) {
 				calls.Add(1)
 				if unix.Gettid() == vcpuTID {
 					onThread.Add(1)
 				}
-				return tt.run
+				return tt.run, func() { thens.Add(1); thenState.Store(int32(c.State())) }
 			}
 			if err := g.ResumeOn(fds[1], prepare); err != nil {
 				t.Fatal(err)
@@ -71,8 +72,12 @@ func TestResumeOn(t *testing.T) {
 			if tt.fire && !tt.disarm {
 				wantCalls = 1
 			}
-			if calls.Load() != wantCalls || onThread.Load() != wantCalls {
-				t.Fatalf("prepare ran %d times (%d on the vCPU thread), want %d", calls.Load(), onThread.Load(), wantCalls)
+			if calls.Load() != wantCalls || onThread.Load() != wantCalls || thens.Load() != wantCalls {
+				t.Fatalf("prepare ran %d times (%d on the vCPU thread, then %d), want %d", calls.Load(), onThread.Load(), thens.Load(), wantCalls)
+			}
+			// then runs once the state says what prepare decided.
+			if wantCalls == 1 && (vmm.VCPUState(thenState.Load()) == vmm.VCPURunning) != tt.run {
+				t.Fatalf("then saw state %v, prepare said run=%v", vmm.VCPUState(thenState.Load()), tt.run)
 			}
 			if got := c.State() == vmm.VCPURunning; got != tt.running {
 				t.Fatalf("vCPU state %v after the trigger, want running=%v", c.State(), tt.running)
@@ -125,7 +130,7 @@ func TestStopWhileArmed(t *testing.T) {
 	defer unix.Close(p[0])
 	defer unix.Close(p[1])
 	g.StartPaused()
-	if err := g.ResumeOn(p[0], func() bool { return true }); err != nil {
+	if err := g.ResumeOn(p[0], func() (bool, func()) { return true, nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.Stop(ctx); err != nil {

@@ -94,8 +94,14 @@ type VCPU struct {
 // trigger is an armed ResumeOn.
 type trigger struct {
 	fd      int
-	prepare func() bool
+	prepare Prepare
 }
+
+// Prepare decides, on the vCPU thread, whether an armed ResumeOn enters
+// the guest (run). then, if not nil, runs on the vCPU thread once the
+// vCPU's state says so (running, or back to waiting): where to tell
+// others what was decided.
+type Prepare func() (run bool, then func())
 
 func newVCPU(id int, fd *kvm.VCPU, exit ExitHandler, log *slog.Logger) (*VCPU, error) {
 	wfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
@@ -216,8 +222,14 @@ func (c *VCPU) next() request {
 			c.trigger = nil
 		}
 		c.qmu.Unlock()
-		if armed && c.fire(t) {
-			return request{run: true}
+		if armed {
+			run, then := c.fire(t)
+			if then != nil {
+				then()
+			}
+			if run {
+				return request{run: true}
+			}
 		}
 	}
 }
@@ -225,24 +237,23 @@ func (c *VCPU) next() request {
 // fire runs an armed trigger's prepare. The vCPU counts as running while
 // prepare decides, so that a Pause or Stop meanwhile kicks it (and is
 // honoured by KVM_RUN returning at once) instead of being lost.
-func (c *VCPU) fire(t *trigger) (run bool) {
+func (c *VCPU) fire(t *trigger) (run bool, then func()) {
 	prev := c.state.Swap(int32(VCPURunning))
-	if t.prepare() {
-		return true
+	run, then = t.prepare()
+	if run {
+		return true, then
 	}
+	// The state first, then the kick: see kickThread.
+	c.state.Store(prev)
 	switch c.kick.Swap(kickNone) {
-	case kickNone:
-		c.state.Store(prev)
 	case kickPause:
 		c.fd.SetImmediateExit(false)
-		c.state.Store(int32(VCPUPaused))
 		c.paused <- struct{}{}
 	case kickStop:
 		c.fd.SetImmediateExit(false)
-		c.state.Store(prev)
 		c.post(request{}) // taken next, ending the thread
 	}
-	return false
+	return false, then
 }
 
 // runGuest enters the guest until a kick or a fatal exit. It reports stop
@@ -364,6 +375,17 @@ func (c *VCPU) wake() {
 	unix.Write(c.wakeFD, one[:])
 }
 
+// sendStop asks the idle thread to end.
+func (c *VCPU) sendStop(ctx context.Context) error {
+	if err := c.send(ctx, request{done: make(chan error, 1)}); err != nil && !errors.Is(err, ErrStopped) {
+		return err
+	}
+	return nil
+}
+
+// errNotRunning: a kick found the vCPU no longer running (kickThread).
+var errNotRunning = errors.New("vCPU not running")
+
 // send hands a request to the vCPU thread, unless it has finished, and
 // waits for its answer.
 func (c *VCPU) send(ctx context.Context, r request) error {
@@ -385,13 +407,13 @@ func (c *VCPU) send(ctx context.Context, r request) error {
 
 // ResumeOn arms a one-shot resume that a message on fd sets off: once fd
 // is readable while the vCPU waits (created or paused), its thread calls
-// prepare and, if prepare returns true, enters the guest at once. The
-// thread itself polls fd, so a supervisor's message (the warm pool's
-// claim) wakes exactly the thread that runs the guest, and nothing else
-// is woken on the way in. prepare runs on the vCPU thread: it must not
-// wait for this vCPU (Do, Pause, Resume). A later ResumeOn replaces an
-// armed one; Disarm removes it.
-func (c *VCPU) ResumeOn(fd int, prepare func() bool) error {
+// prepare and, if prepare says run, enters the guest at once. The thread
+// itself polls fd, so a supervisor's message (the warm pool's claim)
+// wakes exactly the thread that runs the guest, and nothing else is woken
+// on the way in. prepare runs on the vCPU thread: it must not wait for
+// this vCPU (Do, Pause, Resume). A later ResumeOn replaces an armed one;
+// Disarm removes it.
+func (c *VCPU) ResumeOn(fd int, prepare Prepare) error {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if c.finished {
@@ -449,6 +471,9 @@ func (c *VCPU) Pause(ctx context.Context) error {
 		return nil
 	}
 	if err := c.kickThread(kickPause); err != nil {
+		if errors.Is(err, errNotRunning) {
+			return nil // it stopped running before the kick: paused already
+		}
 		return err
 	}
 	select {
@@ -469,11 +494,15 @@ func (c *VCPU) Stop(ctx context.Context) error {
 	switch c.State() {
 	case VCPUFinished:
 	case VCPURunning:
-		if err := c.kickThread(kickStop); err != nil {
+		err := c.kickThread(kickStop)
+		if errors.Is(err, errNotRunning) {
+			err = c.sendStop(ctx)
+		}
+		if err != nil {
 			return err
 		}
 	default:
-		if err := c.send(ctx, request{done: make(chan error, 1)}); err != nil && !errors.Is(err, ErrStopped) {
+		if err := c.sendStop(ctx); err != nil {
 			return err
 		}
 	}
@@ -491,9 +520,20 @@ func (c *VCPU) Stop(ctx context.Context) error {
 // way. immediate_exit is set before the kick is recorded: the vCPU thread
 // clears it when it takes the kick, so it is never left set for the next
 // run.
+//
+// A vCPU counted as running while an armed ResumeOn's prepare decides
+// (fire) can stop running without a kick: the thread stores the new state
+// and then takes any kick, and the kicker stores the kick and then checks
+// the state, so one of them sees the other (Go's atomics are sequentially
+// consistent). If the kicker sees the vCPU no longer running and takes its
+// kick back, it reports errNotRunning and the caller goes the idle way.
 func (c *VCPU) kickThread(kind int32) error {
 	c.fd.SetImmediateExit(true)
 	c.kick.Store(kind)
+	if c.State() != VCPURunning && c.kick.CompareAndSwap(kind, kickNone) {
+		c.fd.SetImmediateExit(false)
+		return errNotRunning
+	}
 	if err := tgkill(int(c.tid.Load())); err != nil && err != unix.ESRCH {
 		return fmt.Errorf("vCPU %d: kick: %w", c.id, err)
 	}

@@ -171,11 +171,8 @@ type daemon struct {
 func (b *bench) startDaemon(ctx context.Context, conc int, ember, name string) (*daemon, error) {
 	d := &daemon{runDir: filepath.Join(b.dir, fmt.Sprintf("run%s%d", name, conc)), exited: make(chan error, 1)}
 	args := []string{"--restore", b.snapDir, "--backend", string(b.o.Backend)}
-	// No Ember: the daemon runs its VMMs with its default binary (the
-	// lean ember-vmm next to it if it is there), as a pool configured
-	// without one would.
 	cfg := pool.Config{
-		RunDir: d.runDir,
+		Ember: ember, RunDir: d.runDir,
 		Profiles: []pool.Profile{
 			{Name: "pool", Size: conc, MemoryMiB: b.o.MemoryMiB, VMMArgs: args},
 			{Name: "cold", Size: 0, MemoryMiB: b.o.MemoryMiB, VMMArgs: args},

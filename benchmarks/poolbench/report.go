@@ -50,8 +50,8 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		}
 	}
 	m := r.Idle
-	fmt.Fprintf(w, "\nIdle pooled VMM (%s): %.1f MiB resident (VmRSS), of which %.1f MiB guest memory (the installed working set): %.1f MiB beyond guest memory, of which %.1f MiB private (mapped by no other process; the pages of the VMM binary are shared by the processes that run it).\n",
-		m.Binary, mib(m.RSS), mib(m.Guest), mib(m.RSS-m.Guest), mib(m.Private))
+	fmt.Fprintf(w, "\nIdle pooled VMM: %.1f MiB resident (VmRSS), of which %.1f MiB guest memory (the installed working set): %.1f MiB beyond guest memory, of which %.1f MiB private (not shared with the other VMMs, unlike the ember binary's pages).\n",
+		mib(m.RSS), mib(m.Guest), mib(m.RSS-m.Guest), mib(m.Private))
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,11 +17,8 @@ type vmmMemory struct {
 	RSS, Guest uint64
 	// Private is the part of RSS beyond guest memory that no other process
 	// shares (Private_Clean + Private_Dirty): what one more pooled VMM
-	// costs, the VMM binary's pages being shared by all of them (with a
-	// single VMM of a binary no other process runs, they count here).
+	// costs, the ember binary's pages being shared by all of them.
 	Private uint64
-	// Binary is the name of the binary the VMMs ran (ember or ember-vmm).
-	Binary string
 }
 
 // idleRSS returns the medians of the memory of the `ember vmm` processes
@@ -31,7 +27,6 @@ type vmmMemory struct {
 func idleRSS(runDir string) vmmMemory {
 	ents, _ := os.ReadDir("/proc")
 	var totals, guests, privs []uint64
-	var binary string
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -50,13 +45,12 @@ func idleRSS(runDir string) vmmMemory {
 			continue
 		}
 		totals, guests, privs = append(totals, m.RSS), append(guests, m.Guest), append(privs, m.Private)
-		binary = filepath.Base(args[0])
 	}
 	if len(totals) == 0 {
 		return vmmMemory{}
 	}
 	med := func(v []uint64) uint64 { slices.Sort(v); return v[len(v)/2] }
-	return vmmMemory{RSS: med(totals), Guest: med(guests), Private: med(privs), Binary: binary}
+	return vmmMemory{RSS: med(totals), Guest: med(guests), Private: med(privs)}
 }
 
 // smapsRSS sums the Rss of every mapping of pid, and of those that hold

@@ -90,11 +90,11 @@ func warmLeaseCodec() {
 }
 
 // claim runs on the first vCPU's thread when the lease is readable. It
-// reports whether the vCPUs should run now.
-func (l *lease) claim() (run bool) {
+// reports whether the vCPUs should run now, and answers the claim once the
+// vCPU's state says so (then).
+func (l *lease) claim() (run bool, then func()) {
 	in := l.in
-	buf := l.buf
-	n, err := unix.Read(l.fd, buf)
+	n, err := unix.Read(l.fd, l.buf)
 	if err != nil || n == 0 {
 		in.mu.Lock()
 		in.leased = false
@@ -102,51 +102,48 @@ func (l *lease) claim() (run bool) {
 		unix.Close(l.fd)
 		slog.Warn("supervisor went away before this VMM was claimed; stopping")
 		l.lost()
-		return false
+		return false, nil
 	}
+	answer := func(err error) func() { return func() { l.answer(err) } }
 	var c api.LeaseClaim
-	if err := json.Unmarshal(buf[:n], &c); err != nil {
-		l.answer(fmt.Errorf("%w: malformed lease claim: %w", api.ErrBadRequest, err))
-		return false
+	if err := json.Unmarshal(l.buf[:n], &c); err != nil {
+		return false, answer(fmt.Errorf("%w: malformed lease claim: %w", api.ErrBadRequest, err))
 	}
 	in.mu.Lock()
 	in.leased = false
 	if err := in.setIdentity(l.ctx, c.Identity); err != nil {
 		in.mu.Unlock()
-		l.answer(err)
-		return false
+		return false, answer(err)
 	}
 	if !c.Resume {
 		in.mu.Unlock()
-		l.answer(nil)
-		return false
+		return false, answer(nil)
 	}
 	if in.hooks.BeforeStart != nil {
 		if err := in.hooks.BeforeStart(l.ctx); err != nil {
 			in.mu.Unlock()
-			l.answer(err)
-			return false
+			return false, answer(err)
 		}
 	}
 	in.ran, in.paused = true, false
 	in.mu.Unlock()
 	if in.hooks.AfterStart == nil && in.hooks.AfterResume == nil {
-		l.answer(nil)
-		return true
+		return true, answer(nil)
 	}
 	// The rest needs the vCPUs running (a Linux guest's agent answers only
 	// then): it goes on beside them.
-	go func() {
-		if in.hooks.AfterStart != nil {
-			in.hooks.AfterStart()
-		}
-		var err error
-		if in.hooks.AfterResume != nil {
-			err = in.hooks.AfterResume(l.ctx)
-		}
-		l.answer(err)
-	}()
-	return true
+	return true, func() {
+		go func() {
+			if in.hooks.AfterStart != nil {
+				in.hooks.AfterStart()
+			}
+			var err error
+			if in.hooks.AfterResume != nil {
+				err = in.hooks.AfterResume(l.ctx)
+			}
+			l.answer(err)
+		}()
+	}
 }
 
 // answer sends the claim's outcome and lets go of the lease.
