@@ -84,6 +84,8 @@ func TestClaimAPIErrors(t *testing.T) {
 	}{
 		{"unknown profile", c, ClaimRequest{Profile: "nope"}, ErrUnknownProfile},
 		{"empty, no cold start", c, ClaimRequest{Profile: "tg", NoCold: true}, ErrEmpty},
+		{"id with a slash", c, ClaimRequest{Profile: "tg", ID: "a/b"}, ErrBadRequest},
+		{"id too long", c, ClaimRequest{Profile: "tg", ID: strings.Repeat("f", 65)}, ErrBadRequest},
 		{"no daemon", NewClient(filepath.Join(t.TempDir(), "none.sock")), ClaimRequest{Profile: "tg"}, ErrUnreachable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

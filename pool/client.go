@@ -70,6 +70,7 @@ var statusErrors = map[int]error{
 	http.StatusNotFound:           ErrUnknownProfile,
 	http.StatusConflict:           ErrEmpty,
 	http.StatusServiceUnavailable: ErrClosed,
+	http.StatusBadRequest:         ErrBadRequest,
 }
 
 // apiError is the daemon's error answer; errors.Is finds its sentinel.
@@ -82,7 +83,8 @@ func (e *apiError) Error() string { return e.msg }
 func (e *apiError) Unwrap() error { return e.sentinel }
 
 // Claim claims a VM. Errors wrap ErrUnreachable (no daemon), or
-// ErrUnknownProfile, ErrEmpty (NoCold) and ErrClosed from the daemon.
+// ErrUnknownProfile, ErrEmpty (NoCold), ErrClosed and ErrBadRequest from
+// the daemon.
 func (c *Client) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
 	return c.claimStream(ctx, req)
 }

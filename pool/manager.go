@@ -21,6 +21,8 @@ var (
 	ErrEmpty = errors.New("pool: no ready VM")
 	// ErrUnreachable: the client could not reach the pool daemon.
 	ErrUnreachable = errors.New("pool: daemon unreachable")
+	// ErrBadRequest: a claim the pool refuses as given (a bad id).
+	ErrBadRequest = errors.New("pool: bad claim request")
 )
 
 // profileState is a profile's live state. Its fields are guarded by the
@@ -270,6 +272,9 @@ type Claim struct {
 // Claim hands over a VM of the named profile.
 func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) (*Claim, error) {
 	t0 := time.Now()
+	if err := checkClaimID(opts.ID); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -326,6 +331,26 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	}
 	m.mu.Unlock()
 	return c, nil
+}
+
+// maxClaimID bounds a claim's id: it becomes the guest's hostname (at
+// most 64 bytes in Linux).
+const maxClaimID = 64
+
+// checkClaimID refuses an id that cannot name the VM: longer than
+// maxClaimID or with bytes beyond letters, digits, '.', '_' and '-'
+// (container and sandbox ids fit).
+func checkClaimID(id string) error {
+	if len(id) > maxClaimID {
+		return fmt.Errorf("%w: id of %d bytes, at most %d", ErrBadRequest, len(id), maxClaimID)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: id %q: only letters, digits, '.', '_' and '-'", ErrBadRequest, id)
+		}
+	}
+	return nil
 }
 
 // abandon ends a VMM claimed for a claimer that went away before it got

@@ -45,6 +45,8 @@ func claimStatus(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrClosed):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
 }

@@ -43,6 +43,14 @@ func (a *agentIdentity) Apply(ctx context.Context, id api.Identity) error {
 	return a.send(ctx, id, nonce)
 }
 
+// AfterPause is the AfterPause hook: the paused guest's agent cannot
+// answer, so an identity set now waits for the next resume.
+func (a *agentIdentity) AfterPause() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.running = false
+}
+
 // AfterResume is the AfterResume hook.
 func (a *agentIdentity) AfterResume(ctx context.Context) error {
 	a.mu.Lock()

@@ -98,7 +98,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 			ai := &agentIdentity{uds: h.VsockUDS}
 			inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
 				Snapshot: h.Snapshot, Restore: h.Restore,
-				ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume,
+				ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume, AfterPause: ai.AfterPause,
 				Drives: r.VM, BeforeStart: r.BeforeStart, AfterStart: r.AfterStart,
 			})
 		case guestrun.IsTestGuestSnapshot(snap):

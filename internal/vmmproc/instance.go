@@ -33,6 +33,9 @@ type Hooks struct {
 	// the guest running (optional): a Linux VM's pending identity goes to
 	// its agent here.
 	AfterResume func(ctx context.Context) error
+	// AfterPause runs after each successful Pause (optional): what needs
+	// the guest running must wait for the next resume again.
+	AfterPause func()
 	// Drives gives the VM's spare drive slots to the API (optional; without
 	// it GET /drives lists none and attaching is unsupported).
 	Drives DriveSlots
@@ -167,6 +170,9 @@ func (in *Instance) Pause(ctx context.Context) error {
 		return err
 	}
 	in.paused = true
+	if in.hooks.AfterPause != nil {
+		in.hooks.AfterPause()
+	}
 	return nil
 }
 
