@@ -28,8 +28,8 @@ const maxLeaseMessage = 16 << 10
 // whose other end a supervisor (the warm pool) holds: it waits for one
 // api.LeaseClaim, applies its identity, resumes the VM if asked and
 // answers with an api.LeaseAnswer. Until then the API refuses state
-// changes. If the supervisor closes the lease first, lost is called (the
-// VMM should end).
+// changes. If the supervisor closes the lease first, or the claim fails,
+// lost is called (the VMM should end: nobody can claim it any more).
 //
 // The instance must be ready with StartPaused and must not have run. The
 // claim is taken on the first vCPU's thread, which polls the lease
@@ -105,15 +105,18 @@ func (l *lease) claim() (run bool, then func()) {
 		return false, nil
 	}
 	answer := func(err error) func() { return func() { l.answer(err) } }
+	// A failed claim ends the VMM: the lease is spent, so nobody could
+	// claim it again (the pool discards it anyway).
+	fail := func(err error) func() { return func() { l.answer(err); l.lost() } }
 	var c api.LeaseClaim
 	if err := json.Unmarshal(l.buf[:n], &c); err != nil {
-		return false, answer(fmt.Errorf("%w: malformed lease claim: %w", api.ErrBadRequest, err))
+		return false, fail(fmt.Errorf("%w: malformed lease claim: %w", api.ErrBadRequest, err))
 	}
 	in.mu.Lock()
 	in.leased = false
 	if err := in.setIdentity(l.ctx, c.Identity); err != nil {
 		in.mu.Unlock()
-		return false, answer(err)
+		return false, fail(err)
 	}
 	if !c.Resume {
 		in.mu.Unlock()
@@ -122,7 +125,7 @@ func (l *lease) claim() (run bool, then func()) {
 	if in.hooks.BeforeStart != nil {
 		if err := in.hooks.BeforeStart(l.ctx); err != nil {
 			in.mu.Unlock()
-			return false, answer(err)
+			return false, fail(err)
 		}
 	}
 	in.ran, in.paused = true, false

@@ -90,7 +90,17 @@ func TestServeLease(t *testing.T) {
 				if !strings.Contains(a.Error, tt.wantErr) {
 					t.Fatalf("answer %+v, want an error containing %q", a, tt.wantErr)
 				}
+				select {
+				case <-lost:
+				case <-time.After(10 * time.Second):
+					t.Fatal("a failed claim did not end the VMM (lost not called)")
+				}
 				return
+			}
+			select {
+			case <-lost:
+				t.Fatal("a good claim called lost")
+			default:
 			}
 			if a.Error != "" {
 				t.Fatalf("claim failed: %s", a.Error)
