@@ -69,7 +69,7 @@ func runRestore(ctx context.Context, args []string) error {
 		lo.timeoutSet = false
 		fs.Visit(func(f *flag.Flag) { lo.timeoutSet = lo.timeoutSet || f.Name == "timeout" })
 		lo.timeout, lo.record, lo.saveWS, lo.json = *timeout, *record, *saveWS, *asJSON
-		return restoreLinux(ctx, *dir, backend, lo)
+		return restoreLinux(ctx, snap, backend, lo)
 	}
 	sys, err := kvm.Open()
 	if err != nil {
@@ -148,7 +148,7 @@ func spawnTime() time.Time {
 // port, and runs it until it stops, the timeout passes or a signal comes.
 // A recording restore (prefetch without a working set, or uffd --record)
 // writes the working set when it ends.
-func restoreLinux(ctx context.Context, dir string, backend snapshot.Backend, lo linuxRestoreFlags) error {
+func restoreLinux(ctx context.Context, snap *snapshot.Snapshot, backend snapshot.Backend, lo linuxRestoreFlags) error {
 	var console io.Writer = os.Stdout
 	if lo.console != "" {
 		f, err := os.OpenFile(lo.console, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -171,7 +171,7 @@ func restoreLinux(ctx context.Context, dir string, backend snapshot.Backend, lo 
 		return err
 	}
 	defer sys.Close()
-	r, err := boot.Restore(ctx, sys, dir, opts)
+	r, err := boot.RestoreFrom(ctx, sys, snap, opts)
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func restoreLinux(ctx context.Context, dir string, backend snapshot.Backend, lo 
 	first := time.Now()
 	res := linuxRestoreResult{Backend: backend, Restore: r.Took, FromProcessStart: first.Sub(spawnTime())}
 	fmt.Fprintf(os.Stderr, "ember: restored %s with %s in %v; vCPUs running %v after process start\n",
-		dir, backend, r.Took.Round(time.Microsecond), res.FromProcessStart.Round(time.Microsecond))
+		snap.Dir, backend, r.Took.Round(time.Microsecond), res.FromProcessStart.Round(time.Microsecond))
 	go r.PumpInput(ctx, os.Stdin)
 	select {
 	case <-r.Done():

@@ -26,7 +26,7 @@ import (
 // can keep several restores of one snapshot). The working set starts
 // installing at once (prefetch), while the VM waits. cleanup closes the VM
 // and, for a recording restore, writes the working set first.
-func restoreForVMM(ctx context.Context, sys *kvm.System, dir, backendName, consolePath, apiSock, vsockUDS string) (*boot.Restored, vmmprocHooks, func(), error) {
+func restoreForVMM(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, backendName, consolePath, apiSock, vsockUDS string) (*boot.Restored, vmmprocHooks, func(), error) {
 	backend, err := snapshot.ParseBackend(backendName)
 	if err != nil {
 		return nil, vmmprocHooks{}, nil, err
@@ -43,7 +43,7 @@ func restoreForVMM(ctx context.Context, sys *kvm.System, dir, backendName, conso
 		vsockUDS = apiSock + ".vsock"
 	}
 	opts.VsockUDS = vsockUDS
-	r, err := boot.Restore(ctx, sys, dir, opts)
+	r, err := boot.RestoreFrom(ctx, sys, snap, opts)
 	if err != nil {
 		if console != nil {
 			console.Close()

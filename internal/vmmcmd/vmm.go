@@ -90,7 +90,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		}
 		switch {
 		case boot.IsLinuxSnapshot(snap):
-			r, h, cleanup, err := restoreForVMM(ctx, sys, *restoreDir, *backend, *console, *sock, *vsockUDS)
+			r, h, cleanup, err := restoreForVMM(ctx, sys, snap, *backend, *console, *sock, *vsockUDS)
 			if err != nil {
 				return err
 			}

@@ -132,7 +132,17 @@ func (r *Restored) Close() error {
 // a restored transport. A restored vsock device sends TRANSPORT_RESET when
 // its transport reactivates it; pending interrupts are raised again. The
 // VM is returned paused (never started): Start runs it.
-func Restore(ctx context.Context, sys *kvm.System, dir string, opts RestoreOptions) (_ *Restored, err error) {
+func Restore(ctx context.Context, sys *kvm.System, dir string, opts RestoreOptions) (*Restored, error) {
+	snap, err := snapshot.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return RestoreFrom(ctx, sys, snap, opts)
+}
+
+// RestoreFrom is Restore for a snapshot the caller has opened already (to
+// tell its kind, say), so that it is not read and parsed twice.
+func RestoreFrom(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, opts RestoreOptions) (_ *Restored, err error) {
 	t0 := time.Now()
 	log := opts.Logger
 	if log == nil {
@@ -140,10 +150,6 @@ func Restore(ctx context.Context, sys *kvm.System, dir string, opts RestoreOptio
 	}
 	if opts.Backend == "" {
 		opts.Backend = snapshot.BackendMmap
-	}
-	snap, err := snapshot.Open(dir)
-	if err != nil {
-		return nil, err
 	}
 	var pm PersistedMachine
 	if err := decodeBlob(snap, MachineBlob, &pm); err != nil {
@@ -219,7 +225,7 @@ func Restore(ctx context.Context, sys *kvm.System, dir string, opts RestoreOptio
 	v.cfg = cfg
 	mem.Attach(m)
 	r := &Restored{VM: v, Source: snap, Memory: mem, Took: time.Since(t0), prefetchFirst: opts.PrefetchBeforeStart}
-	log.Debug("restored Linux VM", "dir", dir, "backend", opts.Backend, "devices", len(pvs), "took", r.Took)
+	log.Debug("restored Linux VM", "dir", snap.Dir, "backend", opts.Backend, "devices", len(pvs), "took", r.Took)
 	return r, nil
 }
 
