@@ -80,7 +80,7 @@ func Serve(ctx context.Context, m *Manager, path string, log *slog.Logger) error
 	defer os.Remove(path)
 	sctx, cancelStreams := context.WithCancel(ctx)
 	defer cancelStreams()
-	split := newSplitListener(sctx, l, m, log)
+	split := newSplitListener(sctx, l, m)
 	srv := &http.Server{Handler: Handler(m), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(split) }()

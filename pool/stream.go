@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -31,7 +30,7 @@ type streamAnswer struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// maxStreamLine bounds a ClaimRequest line.
+// maxStreamLine bounds a line of the claim stream (a request, an answer).
 const maxStreamLine = 64 << 10
 
 // claimStatus maps a Claim error to the status of its answer.
@@ -53,7 +52,7 @@ func claimStatus(err error) int {
 
 // serveStream answers claims on one claim-stream connection until the
 // client closes it or ctx is done.
-func serveStream(ctx context.Context, m *Manager, conn net.Conn, r *bufio.Reader, log *slog.Logger) {
+func serveStream(ctx context.Context, m *Manager, conn net.Conn, r *bufio.Reader) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -100,15 +99,14 @@ type splitListener struct {
 	net.Listener
 	ctx   context.Context
 	m     *Manager
-	log   *slog.Logger
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
 	err   error // why it stopped accepting; set before done is closed
 }
 
-func newSplitListener(ctx context.Context, l net.Listener, m *Manager, log *slog.Logger) *splitListener {
-	s := &splitListener{Listener: l, ctx: ctx, m: m, log: log, conns: make(chan net.Conn), done: make(chan struct{})}
+func newSplitListener(ctx context.Context, l net.Listener, m *Manager) *splitListener {
+	s := &splitListener{Listener: l, ctx: ctx, m: m, conns: make(chan net.Conn), done: make(chan struct{})}
 	go s.loop()
 	return s
 }
@@ -135,7 +133,7 @@ func (s *splitListener) sort(conn net.Conn) {
 	}
 	conn.SetReadDeadline(time.Time{})
 	if first[0] == '{' {
-		serveStream(s.ctx, s.m, conn, r, s.log)
+		serveStream(s.ctx, s.m, conn, r)
 		return
 	}
 	select {
@@ -284,7 +282,7 @@ func (c *Client) streamConn(ctx context.Context) (*streamConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
-	return &streamConn{conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}, nil
+	return &streamConn{conn: conn, r: bufio.NewReaderSize(conn, maxStreamLine)}, nil
 }
 
 // maxIdleStreams is how many claim-stream connections a client keeps.

@@ -46,7 +46,7 @@ func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
 		return nil, err
 	}
 	defer readyR.Close()
-	leaseW, leaseR, err := leasePair()
+	lease, vmmLease, err := leasePair()
 	if err != nil {
 		readyW.Close()
 		return nil, err
@@ -58,7 +58,7 @@ func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
 	}
 	args = append(args, p.VMMArgs...)
 	cmd := exec.Command(m.cfg.Ember, args...)
-	cmd.ExtraFiles = []*os.File{readyW, leaseR}
+	cmd.ExtraFiles = []*os.File{readyW, vmmLease}
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
 	// Its own process group: a terminal's ^C to the pool does not reach a
@@ -73,12 +73,12 @@ func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
 	}
 	err = cmd.Start()
 	readyW.Close()
-	leaseR.Close()
+	vmmLease.Close()
 	if err != nil {
-		leaseW.Close()
+		lease.Close()
 		return nil, fmt.Errorf("pool: start %s vmm: %w", m.cfg.Ember, err)
 	}
-	e.cmd, e.lease = cmd, leaseW
+	e.cmd, e.lease = cmd, lease
 	go func() {
 		e.exitErr = cmd.Wait()
 		close(e.exited)
