@@ -167,11 +167,25 @@ func TestClaimProtocols(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	// The claim stream, twice on one connection.
-	for i := 0; i < 2; i++ {
-		cl, err := c.Claim(ctx, ClaimRequest{Profile: "tg", Resume: true})
+	// The claim stream, three times on one connection: with a deadline,
+	// with a short one, and (once that has passed) with none, which must
+	// not inherit the one before.
+	var short time.Time
+	for i := 0; i < 3; i++ {
+		cctx := ctx
+		switch i {
+		case 1:
+			var c context.CancelFunc
+			cctx, c = context.WithTimeout(ctx, 2*time.Second)
+			defer c()
+			short, _ = cctx.Deadline()
+		case 2:
+			time.Sleep(time.Until(short) + 100*time.Millisecond)
+			cctx = context.Background()
+		}
+		cl, err := c.Claim(cctx, ClaimRequest{Profile: "tg", Resume: true})
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("claim %d: %v", i+1, err)
 		}
 		if err := finish(ctx, cl, true); err != nil {
 			t.Fatal(err)

@@ -3,7 +3,6 @@ package pool
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"time"
 
 	"github.com/embervm/ember/vmm/api"
@@ -28,7 +27,20 @@ func NewIdentity(id string) api.Identity {
 		ID:    id,
 		Nonce: hex.EncodeToString(nonce),
 		Time:  time.Now(),
-		MAC: fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x",
-			mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]),
+		MAC:   formatMAC(mac),
 	}
+}
+
+// formatMAC writes a MAC address as net.HardwareAddr.String does (lower
+// case, colons), without fmt: it runs on every claim.
+func formatMAC(mac []byte) string {
+	const digits = "0123456789abcdef"
+	s := make([]byte, 0, 3*len(mac))
+	for i, c := range mac {
+		if i > 0 {
+			s = append(s, ':')
+		}
+		s = append(s, digits[c>>4], digits[c&0xf])
+	}
+	return string(s)
 }

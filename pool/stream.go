@@ -65,8 +65,8 @@ func serveStream(ctx context.Context, m *Manager, conn net.Conn, r *bufio.Reader
 			}
 			return
 		}
-		var req ClaimRequest
-		if err := strictUnmarshal(line, &req); err != nil {
+		req, err := parseClaimRequest(line)
+		if err != nil {
 			enc.Encode(streamAnswer{Status: http.StatusBadRequest, Error: "malformed claim request: " + err.Error()})
 			return
 		}
@@ -186,6 +186,11 @@ var errNoStream = errors.New("pool: the daemon does not speak the claim stream")
 type streamConn struct {
 	conn net.Conn
 	r    *bufio.Reader
+	// deadline is the one set on conn (zero: none).
+	deadline time.Time
+	// spent: a cancelled context set a deadline of its own; the
+	// connection is not used again.
+	spent bool
 }
 
 // claimStream claims over the claim stream, on an idle connection of the
@@ -201,12 +206,7 @@ func (c *Client) claimStream(ctx context.Context, req ClaimRequest) (*Claim, err
 	if err != nil {
 		return nil, err
 	}
-	line, err := json.Marshal(req)
-	if err != nil {
-		sc.conn.Close()
-		return nil, err
-	}
-	line = append(line, '\n')
+	line := append(appendClaimRequest(make([]byte, 0, 128), req), '\n')
 	a, err := sc.roundTrip(ctx, line)
 	if errors.Is(err, errNoStream) {
 		// A daemon from before the claim stream answered with HTTP's
@@ -232,13 +232,20 @@ func (c *Client) claimStream(ctx context.Context, req ClaimRequest) (*Claim, err
 }
 
 func (sc *streamConn) roundTrip(ctx context.Context, line []byte) (*streamAnswer, error) {
-	if dl, ok := ctx.Deadline(); ok {
+	// Only what changes: each call costs microseconds on a cold claim.
+	if dl, _ := ctx.Deadline(); !dl.Equal(sc.deadline) {
 		sc.conn.SetDeadline(dl)
-	} else {
-		sc.conn.SetDeadline(time.Time{})
+		sc.deadline = dl
 	}
-	stop := context.AfterFunc(ctx, func() { sc.conn.SetDeadline(time.Now()) })
-	defer stop()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { sc.conn.SetDeadline(time.Now()) })
+		defer func() {
+			if !stop() {
+				// ctx ended: its deadline is, or will be, on conn.
+				sc.spent = true
+			}
+		}()
+	}
 	if _, err := sc.conn.Write(line); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
@@ -291,7 +298,7 @@ const maxIdleStreams = 64
 func (c *Client) putStream(sc *streamConn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || len(c.idle) >= maxIdleStreams {
+	if c.closed || sc.spent || len(c.idle) >= maxIdleStreams {
 		sc.conn.Close()
 		return
 	}

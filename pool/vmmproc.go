@@ -3,7 +3,6 @@ package pool
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -145,7 +144,7 @@ func leasePair() (*net.UnixConn, *os.File, error) {
 // entering the guest), or ctx is done.
 func (e *entry) claim(ctx context.Context, id api.Identity, resume bool) error {
 	defer e.lease.Close() // the VMM belongs to the claimer from here on
-	b, err := json.Marshal(api.LeaseClaim{Identity: id, Resume: resume})
+	b, err := api.LeaseClaim{Identity: id, Resume: resume}.AppendJSON(make([]byte, 0, 256))
 	if err != nil {
 		return err
 	}
@@ -168,8 +167,8 @@ func (e *entry) claim(ctx context.Context, id api.Identity, resume bool) error {
 		}
 		return fmt.Errorf("read the claim's answer: %w", err)
 	}
-	var a api.LeaseAnswer
-	if err := json.Unmarshal(buf[:n], &a); err != nil {
+	a, err := api.ParseLeaseAnswer(buf[:n])
+	if err != nil {
 		return fmt.Errorf("malformed answer to the claim: %w", err)
 	}
 	if a.Error != "" {

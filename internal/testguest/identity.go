@@ -18,6 +18,19 @@ func WriteIdentity(mem memory.Accessor, nonceHex string) error {
 	return mem.WriteAt(b[:8], IdentityAddr)
 }
 
+// PrepareIdentity makes a later WriteIdentity cheap: it writes the bytes
+// at IdentityAddr back unchanged, so that the host page behind them is
+// already the VMM's own and writable (a restored guest's memory is a
+// private mapping of its snapshot: the first write copies the page, tens
+// of microseconds on hosts with shadow paging).
+func PrepareIdentity(mem memory.Accessor) error {
+	var b [8]byte
+	if err := mem.ReadAt(b[:], IdentityAddr); err != nil {
+		return err
+	}
+	return mem.WriteAt(b[:], IdentityAddr)
+}
+
 // IdentityValue decodes the value WriteIdentity stores for nonceHex.
 func IdentityValue(nonceHex string) (uint64, error) {
 	b, err := hex.DecodeString(nonceHex)

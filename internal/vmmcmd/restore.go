@@ -92,6 +92,7 @@ func restoreTestGuestForVMM(ctx context.Context, sys *kvm.System, snap *snapshot
 		ApplyIdentity: func(_ context.Context, idn api.Identity) error {
 			return testguest.WriteIdentity(acc, idn.Nonce)
 		},
+		PrepareIdentity: func() error { return testguest.PrepareIdentity(acc) },
 		Restore: func() *api.RestoreStats {
 			s := p.Memory.Stats()
 			return &api.RestoreStats{Backend: string(s.Backend), Duration: p.Took, Faults: s.FaultsServed,

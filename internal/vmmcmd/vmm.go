@@ -139,6 +139,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 			ApplyIdentity: func(_ context.Context, idn api.Identity) error {
 				return testguest.WriteIdentity(g.Memory(), idn.Nonce)
 			},
+			PrepareIdentity: func() error { return testguest.PrepareIdentity(g.Memory()) },
 		})
 	}
 	var lease *os.File

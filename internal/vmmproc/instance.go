@@ -25,6 +25,10 @@ type Hooks struct {
 	// ApplyIdentity makes the VM distinct (optional; without it SetIdentity
 	// is unsupported).
 	ApplyIdentity func(ctx context.Context, id api.Identity) error
+	// PrepareIdentity runs once while a leased VM waits for its claim
+	// (ServeLease), to take work off ApplyIdentity's path then (optional).
+	// It must not change what the guest sees.
+	PrepareIdentity func() error
 	// Snapshot writes a snapshot of the paused machine (optional).
 	Snapshot func(ctx context.Context, req api.SnapshotRequest) error
 	// Restore describes how memory was restored (optional).

@@ -3,7 +3,6 @@ package vmmproc
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +48,12 @@ func (in *Instance) ServeLease(ctx context.Context, f *os.File, lost func()) err
 		return fmt.Errorf("%w: a lease needs a VM that waits paused and has not run", api.ErrConflict)
 	}
 	l := &lease{in: in, fd: fd, lost: lost, ctx: ctx, buf: make([]byte, maxLeaseMessage)}
+	if in.hooks.PrepareIdentity != nil {
+		if err := in.hooks.PrepareIdentity(); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("lease: prepare the identity: %w", err)
+		}
+	}
 	// Make the vCPUs' first entry now (vmm.VCPU.Prime), not at the claim.
 	if err := in.m.Prime(ctx); err != nil {
 		unix.Close(fd)
@@ -56,10 +61,17 @@ func (in *Instance) ServeLease(ctx context.Context, f *os.File, lost func()) err
 	}
 	// Run the claim's decoding and answering once, on the thread that will
 	// take the claim, so that the claim does not pay for the first touch
-	// of that code, encoding/json's caches for these types and the
-	// thread's stack in this fresh process (each first touch of a page
-	// costs tens of microseconds on hosts with shadow paging).
-	if err := in.m.VCPUs()[0].Do(ctx, func(*kvm.VCPU) error { warmLeaseCodec(); return nil }); err != nil {
+	// of that code, of the message buffer and of the thread's stack in this
+	// fresh process (each first touch of a page costs tens of microseconds
+	// on hosts with shadow paging).
+	err = in.m.VCPUs()[0].Do(ctx, func(*kvm.VCPU) error {
+		warmLeaseCodec()
+		for i := 0; i < len(l.buf); i += 4096 {
+			l.buf[i] = 0 // fault the buffer in now, not when the claim lands
+		}
+		return nil
+	})
+	if err != nil {
 		unix.Close(fd)
 		return err
 	}
@@ -81,12 +93,11 @@ type lease struct {
 
 // warmLeaseCodec decodes a made-up claim and encodes an answer.
 func warmLeaseCodec() {
-	b, _ := json.Marshal(api.LeaseClaim{Resume: true, Identity: api.Identity{
-		ID: "warm-up", Nonce: strings.Repeat("5a", 32), Time: time.Now(), MAC: "02:00:00:00:00:01", IP: "10.0.0.2/24"}})
-	var c api.LeaseClaim
-	json.Unmarshal(b, &c)
+	b, _ := api.LeaseClaim{Resume: true, Identity: api.Identity{
+		ID: "warm-up", Nonce: strings.Repeat("5a", 32), Time: time.Now(), MAC: "02:00:00:00:00:01", IP: "10.0.0.2/24"}}.AppendJSON(nil)
+	c, _ := api.ParseLeaseClaim(b)
 	hex.DecodeString(c.Identity.Nonce)
-	json.Marshal(api.LeaseAnswer{Error: "warm-up"})
+	api.LeaseAnswer{}.AppendJSON(b[:0])
 }
 
 // claim runs on the first vCPU's thread when the lease is readable. It
@@ -108,8 +119,8 @@ func (l *lease) claim() (run bool, then func()) {
 	// A failed claim ends the VMM: the lease is spent, so nobody could
 	// claim it again (the pool discards it anyway).
 	fail := func(err error) func() { return func() { l.answer(err); l.lost() } }
-	var c api.LeaseClaim
-	if err := json.Unmarshal(l.buf[:n], &c); err != nil {
+	c, err := api.ParseLeaseClaim(l.buf[:n])
+	if err != nil {
 		return false, fail(fmt.Errorf("%w: malformed lease claim: %w", api.ErrBadRequest, err))
 	}
 	in.mu.Lock()
@@ -157,7 +168,7 @@ func (l *lease) answer(err error) {
 		a.Conflict = errors.Is(err, api.ErrConflict)
 		slog.Warn("lease claim failed", "err", err)
 	}
-	b, _ := json.Marshal(a)
+	b := a.AppendJSON(l.buf[:0])
 	if _, werr := unix.Write(l.fd, b); werr != nil {
 		slog.Warn("answering the lease claim", "err", werr)
 	}
