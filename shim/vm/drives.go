@@ -56,29 +56,44 @@ func (v *VM) AttachDrive(ctx context.Context, d rootfs.Drive) (string, error) {
 		return "", fmt.Errorf("%w: all %d are in use", ErrNoFreeSlot, n)
 	}
 	dev, err := v.attach(ctx, slot, d)
+	if err != nil {
+		return "", err // attach settled the slot
+	}
 	v.slotMu.Lock()
-	v.slots[slot] = dev // "" again on failure
+	v.slots[slot] = dev
 	v.slotMu.Unlock()
-	return dev, err
+	return dev, nil
 }
 
-// attach puts d in slot and returns the guest device.
+// attach puts d in slot and returns the guest device. On failure it
+// settles the slot: free if nothing reached the VM, else emptied as
+// DetachDrive empties one (free once the guest saw it empty; if not, or if
+// the VMM could not detach it, never used again).
 func (v *VM) attach(ctx context.Context, slot int, d rootfs.Drive) (string, error) {
 	size, err := imageSize(d.Path)
-	if err != nil {
-		return "", fmt.Errorf("vm: drive %s: %w", d.Path, err)
+	if err == nil {
+		err = v.api.AttachDrive(ctx, slot, vmmapi.DriveRequest{Path: d.Path, ReadOnly: d.ReadOnly})
 	}
-	if err := v.api.AttachDrive(ctx, slot, vmmapi.DriveRequest{Path: d.Path, ReadOnly: d.ReadOnly}); err != nil {
+	if err != nil {
+		v.setSlot(slot, "")
 		return "", fmt.Errorf("vm: attach %s to slot %d: %w", d.Path, slot, err)
 	}
 	dev, err := v.waitDisk(ctx, slot, size)
 	if err != nil {
-		if derr := v.api.DetachDrive(context.WithoutCancel(ctx), slot); derr != nil {
-			log.G(ctx).WithError(derr).Warnf("vm: detach slot %d", slot)
+		// The guest may still see the disk come (and go) later: the slot
+		// must not take another container's disk before it saw it empty.
+		if derr := v.emptySlot(context.WithoutCancel(ctx), slot); derr != nil {
+			log.G(ctx).WithError(derr).Warn("vm: after a failed attach")
 		}
 		return "", err
 	}
 	return dev, nil
+}
+
+func (v *VM) setSlot(slot int, dev string) {
+	v.slotMu.Lock()
+	v.slots[slot] = dev
+	v.slotMu.Unlock()
 }
 
 // waitDisk asks the agent for the disk of slot once it has size bytes.
@@ -108,23 +123,25 @@ func (v *VM) DetachDrive(ctx context.Context, dev string) error {
 	if slot < 0 {
 		return nil
 	}
+	return v.emptySlot(ctx, slot)
+}
+
+// emptySlot detaches slot's image and frees the slot once the guest saw
+// it empty: a late capacity update to 0 must not hit the next container's
+// disk. A slot the host could not empty keeps its device (a later
+// DetachDrive tries again); one the guest did not see empty stays unused.
+func (v *VM) emptySlot(ctx context.Context, slot int) error {
 	if err := v.api.DetachDrive(ctx, slot); err != nil {
 		return fmt.Errorf("vm: detach slot %d: %w", slot, err)
 	}
-	// The slot is free once the guest saw it empty: a late capacity update
-	// to 0 must not hit the next container's disk.
 	_, err := v.agent.WaitBlockDevice(ctx, &api.WaitBlockDeviceRequest{
 		Serial: boot.SpareDriveID(slot), Empty: true, TimeoutNs: uint64(diskWait),
 	})
 	if err != nil {
-		v.slotMu.Lock()
-		v.slots[slot] = staleSlot
-		v.slotMu.Unlock()
+		v.setSlot(slot, staleSlot)
 		return fmt.Errorf("vm: slot %d stays unused, the guest did not see it empty: %w", slot, err)
 	}
-	v.slotMu.Lock()
-	v.slots[slot] = ""
-	v.slotMu.Unlock()
+	v.setSlot(slot, "")
 	return nil
 }
 

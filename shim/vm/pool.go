@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/containerd/log"
@@ -92,19 +93,27 @@ func claimPool(ctx context.Context, spec Spec, v *VM) error {
 // (its pid could otherwise be reused once the pool reaps it), ClaimFile
 // and PidFile record it, and a goroutine watches for its exit.
 func (v *VM) adopt(ctx context.Context, cl *pool.Claim) error {
+	rec := &claimRecord{PID: cl.PID, Socket: cl.Socket, Vsock: cl.Vsock, Console: cl.Console}
 	fd, err := unix.PidfdOpen(cl.PID, unix.PIDFD_NONBLOCK)
 	if err != nil {
+		// Nobody else will end it or clean up after it: the pool let go
+		// of it with the claim.
+		if isVMM(cl.PID, cl.Socket) {
+			syscall.Kill(cl.PID, syscall.SIGKILL)
+		}
+		rec.release(v.Dir)
 		return fmt.Errorf("%w: the claimed VMM (pid %d): %w", ErrDied, cl.PID, err)
 	}
 	// The pidfd refers to whatever has the pid now: make sure that is the
 	// claimed VMM and not a successor.
 	if !isVMM(cl.PID, cl.Socket) {
 		unix.Close(fd)
+		rec.release(v.Dir) // what the exited VMM left in the pool's run directory
 		return fmt.Errorf("%w: the claimed VMM (pid %d) exited before it was adopted", ErrDied, cl.PID)
 	}
 	v.pidfd = os.NewFile(uintptr(fd), "pidfd")
 	v.pid, v.vsock, v.console = cl.PID, cl.Vsock, cl.Console
-	v.claim = &claimRecord{PID: cl.PID, Socket: cl.Socket, Vsock: cl.Vsock, Console: cl.Console}
+	v.claim = rec
 	v.api = vmmapi.NewClient(cl.Socket)
 	go v.watchPidfd()
 	b, _ := json.Marshal(v.claim)

@@ -132,7 +132,8 @@ func TestClaimedVMMExit(t *testing.T) {
 func TestAdoptChecksTheProcess(t *testing.T) {
 	cl, exited := fakeClaim(t)
 	other := *cl
-	other.Socket = filepath.Join(t.TempDir(), "other.sock")
+	run := t.TempDir()
+	other.Socket, other.Vsock, other.Console = filepath.Join(run, "other.sock"), filepath.Join(run, "other.vsock"), filepath.Join(run, "other.console")
 	v := newTestVM(t)
 	if err := v.adopt(context.Background(), &other); !errors.Is(err, ErrDied) {
 		t.Fatalf("adopt of a process that is not the claimed VMM: %v, want ErrDied", err)
@@ -145,6 +146,28 @@ func TestAdoptChecksTheProcess(t *testing.T) {
 	case <-exited:
 		t.Fatal("a process that is not the VM's was killed")
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestAdoptOfExitedVMM: a claimed VMM that exited before the shim could
+// adopt it is refused, and what it left in the pool's run directory is
+// removed (its console kept in the state directory): nobody else would.
+func TestAdoptOfExitedVMM(t *testing.T) {
+	cl, exited := fakeClaim(t)
+	syscall.Kill(cl.PID, syscall.SIGKILL)
+	<-exited
+	v := newTestVM(t)
+	if err := v.adopt(context.Background(), cl); !errors.Is(err, ErrDied) {
+		t.Fatalf("adopt of an exited VMM: %v, want ErrDied", err)
+	}
+	v.Kill()
+	for _, p := range []string{cl.Socket, cl.Vsock, cl.Console, filepath.Join(v.Dir, ClaimFile), filepath.Join(v.Dir, PidFile)} {
+		if exists(p) {
+			t.Errorf("%s left after a refused claim", p)
+		}
+	}
+	if !exists(filepath.Join(v.Dir, consoleLog)) {
+		t.Error("the exited VMM's console was not kept in the state directory")
 	}
 }
 
