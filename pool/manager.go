@@ -271,19 +271,30 @@ type Claim struct {
 
 // Claim hands over a VM of the named profile.
 func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) (*Claim, error) {
+	c, refill, err := m.claim(ctx, profile, opts)
+	refill()
+	return c, err
+}
+
+// claim is Claim without starting the refill: the caller calls refill
+// once it has sent the answer, so that the replacement VMM's start (a
+// process start and a restore) does not compete with the answer for a
+// CPU.
+func (m *Manager) claim(ctx context.Context, profile string, opts ClaimOptions) (c *Claim, refill func(), err error) {
+	refill = func() {}
 	t0 := time.Now()
 	if err := checkClaimID(opts.ID); err != nil {
-		return nil, err
+		return nil, refill, err
 	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil, ErrClosed
+		return nil, refill, ErrClosed
 	}
 	ps, ok := m.profiles[profile]
 	if !ok {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
+		return nil, refill, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
 	}
 	var e *entry
 	for len(ps.ready) > 0 && e == nil {
@@ -294,21 +305,21 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	}
 	ps.target = ps.Size // refill after idle reaping
 	m.mu.Unlock()
+	// The refill is poked once the claimed VM runs and its claimer has
+	// the answer: earlier, the keeper's thread and the replacement VMM
+	// would compete with the claim for a CPU.
+	refill = ps.poke
 	if e == nil && opts.NoCold {
-		ps.poke()
-		return nil, fmt.Errorf("%w for profile %q", ErrEmpty, profile)
+		return nil, refill, fmt.Errorf("%w for profile %q", ErrEmpty, profile)
 	}
-	// The refill is poked once the claimed VM runs: waking the keeper
-	// earlier would put another thread on a CPU during the claim.
-	defer ps.poke()
 
-	c := &Claim{Source: "pool"}
+	c = &Claim{Source: "pool"}
 	if e == nil {
 		c.Source = "cold"
 		m.log.Info("pool: no ready VM; cold start", "profile", profile)
 		var err error
 		if e, err = m.spawn(ctx, ps); err != nil {
-			return nil, fmt.Errorf("pool: cold start for profile %q: %w", profile, err)
+			return nil, refill, fmt.Errorf("pool: cold start for profile %q: %w", profile, err)
 		}
 	}
 	c.Wait = time.Since(t0)
@@ -320,7 +331,7 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 	c.Identity = NewIdentity(c.ID)
 	if err := e.claim(ctx, c.Identity, opts.Resume); err != nil {
 		e.discard()
-		return nil, fmt.Errorf("pool: claim %s: %w", e.id, err)
+		return nil, refill, fmt.Errorf("pool: claim %s: %w", e.id, err)
 	}
 	c.Identify = time.Since(t1)
 	c.Total = time.Since(t0)
@@ -330,7 +341,7 @@ func (m *Manager) Claim(ctx context.Context, profile string, opts ClaimOptions) 
 		ps.cold++
 	}
 	m.mu.Unlock()
-	return c, nil
+	return c, refill, nil
 }
 
 // maxClaimID bounds a claim's id: it becomes the guest's hostname (at

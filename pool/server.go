@@ -41,7 +41,8 @@ func Handler(m *Manager) http.Handler {
 			reply(w, http.StatusBadRequest, errorBody{"malformed claim request: " + err.Error()})
 			return
 		}
-		c, err := m.Claim(r.Context(), req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume, NoCold: req.NoCold})
+		c, refill, err := m.claim(r.Context(), req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume, NoCold: req.NoCold})
+		defer refill() // after the answer
 		if err == nil && r.Context().Err() != nil {
 			// The claimer hung up: nobody would ever own this VMM.
 			m.abandon(c)

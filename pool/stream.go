@@ -70,12 +70,14 @@ func serveStream(ctx context.Context, m *Manager, conn net.Conn, r *bufio.Reader
 			enc.Encode(streamAnswer{Status: http.StatusBadRequest, Error: "malformed claim request: " + err.Error()})
 			return
 		}
-		c, err := m.Claim(ctx, req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume, NoCold: req.NoCold})
+		c, refill, err := m.claim(ctx, req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume, NoCold: req.NoCold})
 		a := streamAnswer{Status: claimStatus(err), Claim: c}
 		if err != nil {
 			a.Error = err.Error()
 		}
-		if werr := enc.Encode(a); werr != nil {
+		werr := enc.Encode(a)
+		refill()
+		if werr != nil {
 			if c != nil {
 				// The claimer hung up: nobody would ever own this VMM.
 				m.abandon(c)
