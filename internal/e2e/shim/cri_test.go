@@ -389,8 +389,18 @@ func TestNativeCRI(t *testing.T) {
 	})
 
 	t.Run("Update", func(t *testing.T) {
-		// UpdateContainerResources reaches the agent's cgroup.
-		c.mustCrictl(t, "update", "--memory", "134217728", sleeper)
+		// UpdateContainerResources reaches the container's cgroup in the
+		// guest: 64 MiB fit in the sleeper before, not after its limit
+		// went down to 20 MiB (the exec'd process is the OOM victim; the
+		// container runs on).
+		exec := append([]string{"exec", "-s", sleeper}, hog...)
+		if r := c.crictl(exec...); r.code != 0 {
+			t.Fatalf("64 MiB in the sleeper before the update: exit %d (%s)", r.code, r.stderr)
+		}
+		c.mustCrictl(t, "update", "--memory", oomLimit, sleeper)
+		if r := c.crictl(exec...); r.code == 0 || !strings.Contains(r.stderr, "exited with 137") {
+			t.Errorf("64 MiB in the sleeper limited to %s bytes: exit %d (%s), want the OOM kill's 137", oomLimit, r.code, r.stderr)
+		}
 		if st := c.inspect(t, sleeper); st.Status.State != "CONTAINER_RUNNING" {
 			t.Errorf("sleeper after update: %+v", st.Status)
 		}
