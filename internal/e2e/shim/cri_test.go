@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
 	"github.com/embervm/ember/internal/ociimage"
 )
 
@@ -206,6 +210,31 @@ func tapDevices() []string {
 	return out
 }
 
+// tapDevicesIn lists the TAP devices in the network namespace at path.
+func tapDevicesIn(path string) ([]string, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range links {
+		if l.Type() == "tuntap" {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out, nil
+}
+
 // mountsUnder lists the mount points below dir.
 func mountsUnder(dir string) []string {
 	b, _ := os.ReadFile("/proc/self/mounts")
@@ -262,6 +291,16 @@ func TestNativeCRI(t *testing.T) {
 				IP string `json:"ip"`
 			} `json:"network"`
 		} `json:"status"`
+		Info struct {
+			RuntimeSpec struct {
+				Linux struct {
+					Namespaces []struct {
+						Type string `json:"type"`
+						Path string `json:"path"`
+					} `json:"namespaces"`
+				} `json:"linux"`
+			} `json:"runtimeSpec"`
+		} `json:"info"`
 	}
 	r = c.mustCrictl(t, "inspectp", "-o", "json", pod)
 	if err := json.Unmarshal([]byte(r.stdout), &podStatus); err != nil {
@@ -272,6 +311,15 @@ func TestNativeCRI(t *testing.T) {
 		t.Fatalf("pod state %q, IP %q (want ready, in %s)", podStatus.Status.State, podIP, criSubnet)
 	}
 	t.Logf("pod %.12s ready, CNI address %s", pod, podIP)
+	var podNetNS string // the pod's network namespace, mounted by the CRI
+	for _, ns := range podStatus.Info.RuntimeSpec.Linux.Namespaces {
+		if ns.Type == "network" {
+			podNetNS = ns.Path
+		}
+	}
+	if podNetNS == "" {
+		t.Fatalf("crictl inspectp names no network namespace for the pod:\n%s", r.stdout)
+	}
 
 	// writer echoes and writes a file, then exits; sleeper runs on.
 	writer := strings.TrimSpace(c.mustCrictl(t, "create", pod, ctrCfg("writer",
@@ -296,6 +344,15 @@ func TestNativeCRI(t *testing.T) {
 		}
 		if vms != 1 {
 			t.Errorf("%d VM state directories for one pod", vms)
+		}
+		// The VM's TAP device is in the pod's network namespace (where
+		// the CNI put the pod's address), not in this one: the leftover
+		// checks at the end look in both.
+		if taps, err := tapDevicesIn(podNetNS); err != nil || len(taps) != 1 {
+			t.Errorf("TAP devices in the pod's network namespace: %v (%v), want the VM's one", taps, err)
+		}
+		if taps := tapDevices(); len(taps) != 0 {
+			t.Errorf("TAP devices in the host's network namespace: %v", taps)
 		}
 	})
 
@@ -421,7 +478,7 @@ func TestNativeCRI(t *testing.T) {
 		if m := mountsUnder(c.root); len(m) != 0 {
 			t.Errorf("mounts left under %s: %v", c.root, m)
 		}
-		if netns, _ := filepath.Glob(filepath.Join(c.root, "state", "netns", "*")); len(netns) != 0 {
+		if netns, _ := filepath.Glob(filepath.Join(filepath.Dir(podNetNS), "*")); len(netns) != 0 {
 			t.Errorf("network namespaces left: %v", netns)
 		}
 	})
