@@ -65,7 +65,15 @@ func runRestore(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if snap, err := snapshot.Open(*dir); err == nil && boot.IsLinuxSnapshot(snap) {
+	opened := time.Now()
+	snap, err := snapshot.Open(*dir)
+	if err != nil {
+		if *asJSON {
+			json.NewEncoder(os.Stdout).Encode(guestrun.Result{Error: err.Error()})
+		}
+		return err
+	}
+	if boot.IsLinuxSnapshot(snap) {
 		lo.timeoutSet = false
 		fs.Visit(func(f *flag.Flag) { lo.timeoutSet = lo.timeoutSet || f.Name == "timeout" })
 		lo.timeout, lo.record, lo.saveWS, lo.json = *timeout, *record, *saveWS, *asJSON
@@ -76,7 +84,7 @@ func runRestore(ctx context.Context, args []string) error {
 		return err
 	}
 	defer sys.Close()
-	res, err := guestrun.Restore(ctx, sys, guestrun.Request{
+	res, err := guestrun.RestoreOpened(ctx, sys, snap, opened, guestrun.Request{
 		Dir: *dir, Backend: backend, Record: *record, SaveWorkingSet: *saveWS, Timeout: *timeout,
 	}, nil)
 	if *asJSON {

@@ -76,29 +76,36 @@ type Result struct {
 // req.Backend, runs it to its exit and reports. The returned error is also
 // in Result.Error when a Result is returned.
 func Restore(ctx context.Context, sys *kvm.System, req Request, log *slog.Logger) (*Result, error) {
+	t0 := time.Now()
+	snap, err := snapshot.Open(req.Dir)
+	if err != nil {
+		return &Result{Error: err.Error()}, err
+	}
+	return RestoreOpened(ctx, sys, snap, t0, req, log)
+}
+
+// RestoreOpened is Restore for a snapshot the caller opened at opened (to
+// tell its kind, say), so that it is not read and parsed again; req.Dir is
+// not used, and FromRestoreStart counts from opened.
+func RestoreOpened(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, opened time.Time, req Request, log *slog.Logger) (*Result, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	res := &Result{}
-	err := restore(ctx, sys, req, log, res)
+	err := restore(ctx, sys, snap, opened, req, log, res)
 	if err != nil {
 		res.Error = err.Error()
 	}
 	return res, err
 }
 
-func restore(ctx context.Context, sys *kvm.System, req Request, log *slog.Logger, res *Result) error {
-	t0 := time.Now()
+func restore(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, t0 time.Time, req Request, log *slog.Logger, res *Result) error {
 	timeout := req.Timeout
 	if timeout == 0 {
 		timeout = time.Minute
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	snap, err := snapshot.Open(req.Dir)
-	if err != nil {
-		return err
-	}
 	p, err := Prepare(ctx, sys, snap, snapshot.MemoryOptions{Backend: req.Backend, Record: req.Record, Logger: log})
 	if err != nil {
 		return err
