@@ -271,9 +271,6 @@ func (m *Machine) ResumeOn(fd int, prepare Prepare) error {
 	})
 }
 
-// Disarm removes an armed ResumeOn that has not fired.
-func (m *Machine) Disarm() { m.vcpus[0].Disarm() }
-
 // stopVCPUs ends the vCPU threads of a machine that never started.
 func (m *Machine) stopVCPUs() {
 	for _, c := range m.vcpus {

@@ -411,8 +411,7 @@ func (c *VCPU) send(ctx context.Context, r request) error {
 // itself polls fd, so a supervisor's message (the warm pool's claim)
 // wakes exactly the thread that runs the guest, and nothing else is woken
 // on the way in. prepare runs on the vCPU thread: it must not wait for
-// this vCPU (Do, Pause, Resume). A later ResumeOn replaces an armed one;
-// Disarm removes it.
+// this vCPU (Do, Pause, Resume). A later ResumeOn replaces an armed one.
 func (c *VCPU) ResumeOn(fd int, prepare Prepare) error {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
@@ -422,16 +421,6 @@ func (c *VCPU) ResumeOn(fd int, prepare Prepare) error {
 	c.trigger = &trigger{fd: fd, prepare: prepare}
 	c.wake()
 	return nil
-}
-
-// Disarm removes an armed ResumeOn that has not fired.
-func (c *VCPU) Disarm() {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	if c.trigger != nil && !c.finished {
-		c.trigger = nil
-		c.wake()
-	}
 }
 
 // Do runs fn on the vCPU's thread. The vCPU must not be running: state
