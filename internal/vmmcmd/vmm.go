@@ -99,7 +99,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 			inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
 				Snapshot: h.Snapshot, Restore: h.Restore,
 				ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume, AfterPause: ai.AfterPause,
-				Drives: r.VM, BeforeStart: r.BeforeStart, AfterStart: r.AfterStart,
+				Drives: r.VM, BeforeStart: r.BeforeStart,
 			})
 		case guestrun.IsTestGuestSnapshot(snap):
 			if *console != "" || *vsockUDS != "" {

@@ -41,6 +41,9 @@ func (in *Instance) AttachDrive(ctx context.Context, slot int, req api.DriveRequ
 	if in.ended() {
 		return fmt.Errorf("%w: the VM has stopped", api.ErrConflict)
 	}
+	if err := in.checkLeased(); err != nil {
+		return err
+	}
 	return driveError(in.hooks.Drives.AttachDrive(ctx, slot, req.Path, req.ReadOnly))
 }
 
@@ -51,6 +54,9 @@ func (in *Instance) DetachDrive(ctx context.Context, slot int) error {
 	}
 	if in.ended() {
 		return fmt.Errorf("%w: the VM has stopped", api.ErrConflict)
+	}
+	if err := in.checkLeased(); err != nil {
+		return err
 	}
 	return driveError(in.hooks.Drives.DetachDrive(ctx, slot))
 }

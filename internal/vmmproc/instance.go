@@ -43,14 +43,11 @@ type Hooks struct {
 	// Drives gives the VM's spare drive slots to the API (optional; without
 	// it GET /drives lists none and attaching is unsupported).
 	Drives DriveSlots
-	// BeforeStart and AfterStart run just before and just after the
-	// vCPUs run for the first time (optional). A restored Linux VM sets
-	// its clock and installs its working set there
-	// (boot.Restored.BeforeStart, AfterStart). BeforeStart may run on a
-	// vCPU thread (a claim through the lease): it must not wait for the
-	// vCPUs.
+	// BeforeStart runs just before the vCPUs run for the first time
+	// (optional): a restored Linux VM sets its clock there
+	// (boot.Restored.BeforeStart). It may run on a vCPU thread (a claim
+	// through the lease): it must not wait for the vCPUs.
 	BeforeStart func(ctx context.Context) error
-	AfterStart  func()
 }
 
 // Instance is a Machine driven through the API. It implements
@@ -134,20 +131,14 @@ func (in *Instance) Start(ctx context.Context) error {
 	return nil
 }
 
-// start runs the vCPUs for the first time, with the start hooks.
+// start runs the vCPUs for the first time, after BeforeStart.
 func (in *Instance) start(ctx context.Context) error {
 	if in.hooks.BeforeStart != nil {
 		if err := in.hooks.BeforeStart(ctx); err != nil {
 			return err
 		}
 	}
-	if err := in.m.Start(ctx); err != nil {
-		return err
-	}
-	if in.hooks.AfterStart != nil {
-		in.hooks.AfterStart()
-	}
-	return nil
+	return in.m.Start(ctx)
 }
 
 // StartPaused marks the machine started but paused without running its
@@ -274,6 +265,9 @@ func (in *Instance) setIdentity(ctx context.Context, id api.Identity) error {
 
 // Snapshot implements api.Controller.
 func (in *Instance) Snapshot(ctx context.Context, req api.SnapshotRequest) error {
+	if err := in.checkLeased(); err != nil {
+		return err
+	}
 	if in.hooks.Snapshot == nil {
 		return fmt.Errorf("%w: snapshot", api.ErrUnsupported)
 	}

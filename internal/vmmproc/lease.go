@@ -83,6 +83,16 @@ func (in *Instance) ServeLease(ctx context.Context, f *os.File, lost func()) err
 	return nil
 }
 
+// checkLeased refuses a change to a VM its supervisor still holds.
+func (in *Instance) checkLeased() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.leased {
+		return errLeased
+	}
+	return nil
+}
+
 type lease struct {
 	in   *Instance
 	fd   int
@@ -124,7 +134,6 @@ func (l *lease) claim() (run bool, then func()) {
 		return false, fail(fmt.Errorf("%w: malformed lease claim: %w", api.ErrBadRequest, err))
 	}
 	in.mu.Lock()
-	in.leased = false
 	if err := in.setIdentity(l.ctx, c.Identity); err != nil {
 		in.mu.Unlock()
 		return false, fail(err)
@@ -141,27 +150,23 @@ func (l *lease) claim() (run bool, then func()) {
 	}
 	in.ran, in.paused = true, false
 	in.mu.Unlock()
-	if in.hooks.AfterStart == nil && in.hooks.AfterResume == nil {
+	if in.hooks.AfterResume == nil {
 		return true, answer(nil)
 	}
 	// The rest needs the vCPUs running (a Linux guest's agent answers only
 	// then): it goes on beside them.
 	return true, func() {
-		go func() {
-			if in.hooks.AfterStart != nil {
-				in.hooks.AfterStart()
-			}
-			var err error
-			if in.hooks.AfterResume != nil {
-				err = in.hooks.AfterResume(l.ctx)
-			}
-			l.answer(err)
-		}()
+		go func() { l.answer(in.hooks.AfterResume(l.ctx)) }()
 	}
 }
 
-// answer sends the claim's outcome and lets go of the lease.
+// answer sends the claim's outcome and lets go of the lease: from here on
+// the claimer drives the VM through the API (until now, while the claim
+// took effect, the API refused to change its state).
 func (l *lease) answer(err error) {
+	l.in.mu.Lock()
+	l.in.leased = false
+	l.in.mu.Unlock()
 	var a api.LeaseAnswer
 	if err != nil {
 		a.Error = err.Error()

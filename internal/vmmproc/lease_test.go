@@ -65,6 +65,9 @@ func TestServeLease(t *testing.T) {
 			if err := inst.SetIdentity(ctx, api.Identity{ID: "x", Nonce: nonce}); !errors.Is(err, api.ErrConflict) {
 				t.Fatalf("SetIdentity while leased: %v, want a conflict", err)
 			}
+			if err := inst.Snapshot(ctx, api.SnapshotRequest{Dir: t.TempDir()}); !errors.Is(err, api.ErrConflict) {
+				t.Fatalf("Snapshot while leased: %v, want a conflict", err)
+			}
 			if tt.lost {
 				unix.Close(pool)
 				select {

@@ -79,7 +79,7 @@ type Restored struct {
 
 // Start runs the restored vCPUs and starts installing the working set
 // (prefetch backend), or with RestoreOptions.PrefetchBeforeStart installs
-// it first: BeforeStart, the VM's Start, AfterStart.
+// it first: BeforeStart, then the VM's Start.
 func (r *Restored) Start(ctx context.Context) error {
 	if err := r.BeforeStart(ctx); err != nil {
 		return err
@@ -87,7 +87,7 @@ func (r *Restored) Start(ctx context.Context) error {
 	if err := r.VM.Start(ctx); err != nil {
 		return err
 	}
-	r.AfterStart()
+	r.Memory.StartPrefetch()
 	return nil
 }
 
@@ -113,10 +113,6 @@ func (r *Restored) BeforeStart(ctx context.Context) error {
 	}
 	return nil
 }
-
-// AfterStart starts installing the working set in the background
-// (prefetch backend), once the vCPUs run.
-func (r *Restored) AfterStart() { r.Memory.StartPrefetch() }
 
 // Close stops the VM, releases its devices and then its memory.
 func (r *Restored) Close() error {
