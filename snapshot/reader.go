@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/embervm/ember/vmm"
 )
@@ -17,12 +18,16 @@ type Snapshot struct {
 	Dir string
 	// State is the decoded state file.
 	State *State
+	// OpenedAt is when Open began reading it: a restore's duration counts
+	// from there, whoever opened it.
+	OpenedAt time.Time
 }
 
 // Open reads and validates dir's state file and checks its memory file.
 // Damaged files yield errors wrapping ErrBadMagic, ErrVersion, ErrChecksum,
 // ErrTruncated or ErrCorrupt.
 func Open(dir string) (*Snapshot, error) {
+	t0 := time.Now()
 	b, err := readLimited(filepath.Join(dir, StateFile), maxStateFile)
 	if err != nil {
 		return nil, err
@@ -31,7 +36,7 @@ func Open(dir string) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, StateFile), err)
 	}
-	s := &Snapshot{Dir: dir, State: st}
+	s := &Snapshot{Dir: dir, State: st, OpenedAt: t0}
 	fi, err := os.Stat(s.MemoryPath())
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: memory file: %w", err)

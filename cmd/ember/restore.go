@@ -65,7 +65,6 @@ func runRestore(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	opened := time.Now()
 	snap, err := snapshot.Open(*dir)
 	if err != nil {
 		if *asJSON {
@@ -84,7 +83,7 @@ func runRestore(ctx context.Context, args []string) error {
 		return err
 	}
 	defer sys.Close()
-	res, err := guestrun.RestoreOpened(ctx, sys, snap, opened, guestrun.Request{
+	res, err := guestrun.RestoreOpened(ctx, sys, snap, guestrun.Request{
 		Dir: *dir, Backend: backend, Record: *record, SaveWorkingSet: *saveWS, Timeout: *timeout,
 	}, nil)
 	if *asJSON {

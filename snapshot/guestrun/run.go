@@ -76,30 +76,30 @@ type Result struct {
 // req.Backend, runs it to its exit and reports. The returned error is also
 // in Result.Error when a Result is returned.
 func Restore(ctx context.Context, sys *kvm.System, req Request, log *slog.Logger) (*Result, error) {
-	t0 := time.Now()
 	snap, err := snapshot.Open(req.Dir)
 	if err != nil {
 		return &Result{Error: err.Error()}, err
 	}
-	return RestoreOpened(ctx, sys, snap, t0, req, log)
+	return RestoreOpened(ctx, sys, snap, req, log)
 }
 
-// RestoreOpened is Restore for a snapshot the caller opened at opened (to
+// RestoreOpened is Restore for a snapshot the caller opened already (to
 // tell its kind, say), so that it is not read and parsed again; req.Dir is
-// not used, and FromRestoreStart counts from opened.
-func RestoreOpened(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, opened time.Time, req Request, log *slog.Logger) (*Result, error) {
+// not used. FromRestoreStart still counts from the snapshot's opening.
+func RestoreOpened(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, req Request, log *slog.Logger) (*Result, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	res := &Result{}
-	err := restore(ctx, sys, snap, opened, req, log, res)
+	err := restore(ctx, sys, snap, req, log, res)
 	if err != nil {
 		res.Error = err.Error()
 	}
 	return res, err
 }
 
-func restore(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, t0 time.Time, req Request, log *slog.Logger, res *Result) error {
+func restore(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, req Request, log *slog.Logger, res *Result) error {
+	t0 := snap.OpenedAt
 	timeout := req.Timeout
 	if timeout == 0 {
 		timeout = time.Minute

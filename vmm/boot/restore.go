@@ -139,7 +139,10 @@ func Restore(ctx context.Context, sys *kvm.System, dir string, opts RestoreOptio
 // RestoreFrom is Restore for a snapshot the caller has opened already (to
 // tell its kind, say), so that it is not read and parsed twice.
 func RestoreFrom(ctx context.Context, sys *kvm.System, snap *snapshot.Snapshot, opts RestoreOptions) (_ *Restored, err error) {
-	t0 := time.Now()
+	t0 := snap.OpenedAt
+	if t0.IsZero() {
+		t0 = time.Now()
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
