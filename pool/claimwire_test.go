@@ -39,9 +39,3 @@ func TestClaimRequestWire(t *testing.T) {
 		}
 	}
 }
-
-func TestFormatMAC(t *testing.T) {
-	if got := formatMAC([]byte{0x02, 0xab, 0x00, 0x10, 0xff, 0x9}); got != "02:ab:00:10:ff:09" {
-		t.Fatalf("formatMAC = %s", got)
-	}
-}

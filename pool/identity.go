@@ -3,6 +3,7 @@ package pool
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"time"
 
 	"github.com/embervm/ember/vmm/api"
@@ -27,20 +28,6 @@ func NewIdentity(id string) api.Identity {
 		ID:    id,
 		Nonce: hex.EncodeToString(nonce),
 		Time:  time.Now(),
-		MAC:   formatMAC(mac),
+		MAC:   net.HardwareAddr(mac).String(),
 	}
-}
-
-// formatMAC writes a MAC address as net.HardwareAddr.String does (lower
-// case, colons), without fmt: it runs on every claim.
-func formatMAC(mac []byte) string {
-	const digits = "0123456789abcdef"
-	s := make([]byte, 0, 3*len(mac))
-	for i, c := range mac {
-		if i > 0 {
-			s = append(s, ':')
-		}
-		s = append(s, digits[c>>4], digits[c&0xf])
-	}
-	return string(s)
 }

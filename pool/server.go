@@ -42,7 +42,13 @@ func Handler(m *Manager) http.Handler {
 			return
 		}
 		c, refill, err := m.claim(r.Context(), req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume, NoCold: req.NoCold})
-		defer refill() // after the answer
+		defer func() {
+			// After the answer: net/http sends it only when flushed.
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+			refill()
+		}()
 		if err == nil && r.Context().Err() != nil {
 			// The claimer hung up: nobody would ever own this VMM.
 			m.abandon(c)

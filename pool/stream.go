@@ -221,7 +221,7 @@ func (c *Client) claimStream(ctx context.Context, req ClaimRequest) (*Claim, err
 	}
 	if err != nil {
 		sc.conn.Close()
-		return nil, fmt.Errorf("%w: claim: %w", ErrUnreachable, err)
+		return nil, fmt.Errorf("pool: claim: %w", err)
 	}
 	c.putStream(sc)
 	if a.Status != http.StatusOK {
@@ -249,7 +249,10 @@ func (sc *streamConn) roundTrip(ctx context.Context, line []byte) (*streamAnswer
 		}()
 	}
 	if _, err := sc.conn.Write(line); err != nil {
-		return nil, ctxErr(ctx, err)
+		// Nothing was claimed. After this, a failure may come after the
+		// daemon claimed a VM (it ends one whose answer it cannot write):
+		// that is not ErrUnreachable, which callers take as "try elsewhere".
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, ctxErr(ctx, err))
 	}
 	resp, err := sc.r.ReadSlice('\n')
 	if err != nil {

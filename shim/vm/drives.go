@@ -59,9 +59,7 @@ func (v *VM) AttachDrive(ctx context.Context, d rootfs.Drive) (string, error) {
 	if err != nil {
 		return "", err // attach settled the slot
 	}
-	v.slotMu.Lock()
-	v.slots[slot] = dev
-	v.slotMu.Unlock()
+	v.setSlot(slot, dev)
 	return dev, nil
 }
 

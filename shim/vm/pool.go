@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/containerd/log"
@@ -98,9 +97,7 @@ func (v *VM) adopt(ctx context.Context, cl *pool.Claim) error {
 	if err != nil {
 		// Nobody else will end it or clean up after it: the pool let go
 		// of it with the claim.
-		if isVMM(cl.PID, cl.Socket) {
-			syscall.Kill(cl.PID, syscall.SIGKILL)
-		}
+		killVMM(cl.PID, cl.Socket)
 		rec.release(v.Dir)
 		return fmt.Errorf("%w: the claimed VMM (pid %d): %w", ErrDied, cl.PID, err)
 	}
