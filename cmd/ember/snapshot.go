@@ -169,7 +169,7 @@ func snapshotCreate(ctx context.Context, args []string) error {
 		return &exitError{code: 2}
 	}
 	t0 := time.Now()
-	cfg, err := readBootConfig(*cfgPath)
+	cfg, err := boot.ReadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -254,20 +254,6 @@ func snapshotCreate(ctx context.Context, args []string) error {
 	return nil
 }
 
-// readBootConfig reads a JSON boot configuration (vmm/boot.Config).
-func readBootConfig(path string) (boot.Config, error) {
-	var cfg boot.Config
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return cfg, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
-}
 
 // consoleWatch is a console sink that closes found once the text appears
 // (also across writes).

@@ -8,9 +8,7 @@
 package vmmcmd
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,6 +61,9 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	if *sock == "" {
 		return errors.New("--api-sock is required")
+	}
+	if *leaseFD >= 0 && *start {
+		return errors.New("--lease-fd: a leased VM waits paused for its claim; drop --start")
 	}
 	if *id == "" {
 		*id = strconv.Itoa(os.Getpid())
@@ -144,9 +145,6 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	var lease *os.File
 	if *leaseFD >= 0 {
-		if *start {
-			return errors.New("--lease-fd: a leased VM waits paused for its claim; drop --start")
-		}
 		lease = os.NewFile(uintptr(*leaseFD), "lease")
 	}
 	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger, lease)
@@ -242,15 +240,9 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 // bootFromConfig builds a Linux VM from a JSON boot configuration, its
 // console appended to consolePath (or discarded).
 func bootFromConfig(ctx context.Context, sys *kvm.System, path, consolePath string) (*boot.VM, func(), error) {
-	b, err := os.ReadFile(path)
+	cfg, err := boot.ReadConfig(path)
 	if err != nil {
 		return nil, nil, err
-	}
-	var cfg boot.Config
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var console *os.File
 	if consolePath != "" {

@@ -1,9 +1,12 @@
 package boot
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/embervm/ember/vmm/arch/x86"
@@ -83,4 +86,20 @@ func (c *Config) validate() error {
 type Vsock struct {
 	GuestCID uint64 `json:"guest_cid"`
 	UDS      string `json:"uds"`
+}
+
+// ReadConfig reads a Config from a JSON file, refusing unknown fields (a
+// misspelt field would otherwise be silently ignored).
+func ReadConfig(path string) (Config, error) {
+	var cfg Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
 }
