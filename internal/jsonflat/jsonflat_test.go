@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"reflect"
-	"strings"
 	"testing"
 )
 
@@ -168,11 +167,7 @@ func TestAppendMember(t *testing.T) {
 	b = AppendMember(b, "c")
 	b = AppendString(b, "x")
 	b = append(b, '}')
-	if !strings.EqualFold(string(b), `{"a":true,"b":false,"c":"x"}`) {
+	if string(b) != `{"a":true,"b":false,"c":"x"}` {
 		t.Fatalf("got %s", b)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
 	}
 }
