@@ -30,8 +30,11 @@ type streamAnswer struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// maxStreamLine bounds a line of the claim stream (a request, an answer).
-const maxStreamLine = 64 << 10
+// maxStreamLine bounds a line of the claim stream (a request, an answer:
+// a few hundred bytes). It is also the size of each connection's read
+// buffer, on both sides, made anew for every connection of a claimer
+// that dials per claim (the shim).
+const maxStreamLine = 8 << 10
 
 // claimStatus maps a Claim error to the status of its answer.
 func claimStatus(err error) int {
