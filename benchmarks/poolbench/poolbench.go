@@ -8,7 +8,10 @@
 // would use it: the "pool" profile keeps Concurrency restored VMMs ready;
 // the "cold" profile keeps none, so each of its claims starts a fresh
 // `ember vmm --restore` of the same snapshot with the same backend. Rounds
-// of the two alternate. A claim's latency is measured in the client, from
+// of the two alternate. The pool is measured twice: through a client
+// that keeps its connection to the daemon (a long-lived claimer), and
+// through a new client, so a new connection, for every claim (as the
+// containerd shim and `ember pool claim` claim). A claim's latency is measured in the client, from
 // sending POST /claim (with resume) to its answer, which the pool sends
 // once the VMM has applied the identity and its vCPU thread is entering
 // the guest (KVM_RUN). Every claimed guest then runs to its end and its
@@ -58,7 +61,8 @@ type Options struct {
 	Concurrency []int
 	// Baseline, if set, is another ember binary (an earlier version)
 	// whose own pool daemon and VMMs are measured in the same run, in
-	// rounds interleaved with the others, as "pool (baseline)".
+	// rounds interleaved with the others, as SourceBaseline and
+	// SourceBaselineFresh.
 	Baseline string
 }
 
@@ -82,7 +86,7 @@ func (o *Options) defaults() {
 
 // Row is one measured configuration.
 type Row struct {
-	Source      string // "pool" or "cold restore"
+	Source      string // SourcePool, SourcePoolFresh, SourceBaseline, SourceBaselineFresh or SourceCold
 	Concurrency int
 	// Stats of the client-measured claim latency: from sending the claim
 	// to having the answer.
@@ -163,6 +167,7 @@ type bench struct {
 type daemon struct {
 	cmd    *exec.Cmd
 	client *pool.Client
+	sock   string
 	runDir string
 	log    *os.File
 	exited chan error
@@ -194,7 +199,7 @@ func (b *bench) startDaemon(ctx context.Context, conc int, ember, name string) (
 		return nil, err
 	}
 	go func() { d.exited <- d.cmd.Wait() }()
-	d.client = pool.NewClient(sock)
+	d.client, d.sock = pool.NewClient(sock), sock
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := d.client.Status(ctx); err == nil {
@@ -266,8 +271,9 @@ func (d *daemon) waitReady(ctx context.Context, n int) error {
 
 // round claims conc VMs of profile at once and returns the client-side
 // and daemon-side latencies. Every claimed guest is then run to its end
-// and its result checked.
-func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int) (client, running []time.Duration, claims []*pool.Claim, err error) {
+// and its result checked. With fresh, each claim is made by a new
+// client, over a new connection.
+func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int, fresh bool) (client, running []time.Duration, claims []*pool.Claim, err error) {
 	claims = make([]*pool.Claim, conc)
 	took := make([]time.Duration, conc)
 	sent := make([]time.Time, conc)
@@ -275,8 +281,13 @@ func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int) 
 	var wg sync.WaitGroup
 	for i := range conc {
 		wg.Go(func() {
+			c := d.client
+			if fresh {
+				c = pool.NewClient(d.sock)
+				defer c.Close()
+			}
 			sent[i] = time.Now()
-			claims[i], errs[i] = d.client.Claim(ctx, pool.ClaimRequest{Profile: profile, Resume: true})
+			claims[i], errs[i] = c.Claim(ctx, pool.ClaimRequest{Profile: profile, Resume: true})
 			took[i] = time.Since(sent[i])
 		})
 	}
@@ -371,71 +382,87 @@ func (b *bench) prepare(ctx context.Context) error {
 		return err
 	}
 	defer d.stop()
-	_, _, _, err = b.round(ctx, d, "cold", 1)
+	_, _, _, err = b.round(ctx, d, "cold", 1, false)
 	return err
 }
 
-// measure runs alternating rounds of conc pool claims and conc cold
-// claims until each source has o.Runs samples.
+// Sources, as named in Row.Source.
+const (
+	SourcePool          = "pool"
+	SourcePoolFresh     = "pool, new connection per claim"
+	SourceBaseline      = "pool (baseline)"
+	SourceBaselineFresh = "pool (baseline), new connection per claim"
+	SourceCold          = "cold restore"
+)
+
+// source is one kind of claim measure alternates.
+type source struct {
+	name    string
+	d       *daemon
+	profile string
+	fresh   bool
+
+	client, running []time.Duration
+	claims          []*pool.Claim
+}
+
+// measure runs alternating rounds of conc claims of each source until
+// each has o.Runs samples.
 func (b *bench) measure(ctx context.Context, conc int, rep *Report) error {
 	d, err := b.startDaemon(ctx, conc, b.o.Ember, "")
 	if err != nil {
 		return err
 	}
 	defer d.stop()
-	var base *daemon
+	sources := []*source{
+		{name: SourcePool, d: d, profile: "pool"},
+		{name: SourcePoolFresh, d: d, profile: "pool", fresh: true},
+	}
 	if b.o.Baseline != "" {
-		if base, err = b.startDaemon(ctx, conc, b.o.Baseline, "base"); err != nil {
+		base, err := b.startDaemon(ctx, conc, b.o.Baseline, "base")
+		if err != nil {
 			return err
 		}
 		defer base.stop()
+		sources = append(sources, &source{name: SourceBaseline, d: base, profile: "pool"},
+			&source{name: SourceBaselineFresh, d: base, profile: "pool", fresh: true})
 	}
+	sources = append(sources, &source{name: SourceCold, d: d, profile: "cold"})
 	ready := func() error {
-		for _, x := range []*daemon{d, base} {
-			if x != nil {
-				if err := x.waitReady(ctx, conc); err != nil {
+		for _, s := range sources {
+			if s.profile == "pool" {
+				if err := s.d.waitReady(ctx, conc); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
-	var pc, bc, cc, pr, br, cr []time.Duration
-	var pd, bd, cd []*pool.Claim
-	for len(pc) < b.o.Runs || len(cc) < b.o.Runs {
-		if err := ready(); err != nil {
-			return err
+	for {
+		done := true
+		for _, s := range sources {
+			done = done && len(s.client) >= b.o.Runs
 		}
-		if rep.Idle.RSS == 0 {
-			rep.Idle = idleRSS(d.runDir)
+		if done {
+			break
 		}
-		c, r, cl, err := b.round(ctx, d, "pool", conc)
-		if err != nil {
-			return err
-		}
-		pc, pr, pd = append(pc, c...), append(pr, r...), append(pd, cl...)
-		if base != nil {
+		for _, s := range sources {
 			if err := ready(); err != nil {
 				return err
 			}
-			if c, r, cl, err = b.round(ctx, base, "pool", conc); err != nil {
-				return err
+			if rep.Idle.RSS == 0 {
+				rep.Idle = idleRSS(d.runDir)
 			}
-			bc, br, bd = append(bc, c...), append(br, r...), append(bd, cl...)
+			c, r, cl, err := b.round(ctx, s.d, s.profile, conc, s.fresh)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			s.client, s.running, s.claims = append(s.client, c...), append(s.running, r...), append(s.claims, cl...)
 		}
-		if err := ready(); err != nil {
-			return err
-		}
-		if c, r, cl, err = b.round(ctx, d, "cold", conc); err != nil {
-			return err
-		}
-		cc, cr, cd = append(cc, c...), append(cr, r...), append(cd, cl...)
 	}
-	rep.Rows = append(rep.Rows, newRow("pool", conc, pc, pr, pd))
-	if base != nil {
-		rep.Rows = append(rep.Rows, newRow("pool (baseline)", conc, bc, br, bd))
+	for _, s := range sources {
+		rep.Rows = append(rep.Rows, newRow(s.name, conc, s.client, s.running, s.claims))
 	}
-	rep.Rows = append(rep.Rows, newRow("cold restore", conc, cc, cr, cd))
 	return nil
 }
 
