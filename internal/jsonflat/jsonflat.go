@@ -6,14 +6,16 @@
 // virtualized hosts each reflection-driven Marshal or Unmarshal of a small
 // struct then costs 20-45 µs, several times over per claim. The functions
 // here touch a few hundred bytes of code instead. Reading is a fast path
-// only: Object accepts a strict subset of JSON (an object whose members
-// are strings without escapes, booleans or nested such objects) and
+// only: Members accepts a strict subset of JSON (an object whose members
+// are strings without escapes, booleans, small integers or nested such
+// objects) and
 // reports ErrUnsupported for anything else, so that callers fall back to
 // encoding/json and behave exactly as before for every other input.
 package jsonflat
 
 import (
 	"errors"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -29,14 +31,18 @@ const (
 	String Kind = iota + 1
 	Bool
 	Object
+	// Int is an integer written without fraction or exponent, of at
+	// most 18 digits (so that it fits an int64).
+	Int
 )
 
-// Value is one member's value. Str holds a String, Bool a Bool; Raw holds
-// an Object's bytes (for a nested call to Members).
+// Value is one member's value. Str holds a String, Bool a Bool, Int an
+// Int; Raw holds an Object's bytes (for a nested call to Members).
 type Value struct {
 	Kind Kind
 	Str  string
 	Bool bool
+	Int  int64
 	Raw  []byte
 }
 
@@ -89,6 +95,9 @@ func members(b []byte, i int, fn func(string, Value) error) (int, error) {
 				return 0, err
 			}
 			v.Raw, i = b[i:j], j
+		case b[i] == '-' || '0' <= b[i] && b[i] <= '9':
+			v.Kind = Int
+			v.Int, i, err = integer(b, i)
 		case hasWord(b, i, "true"):
 			v.Kind, v.Bool, i = Bool, true, i+4
 		case hasWord(b, i, "false"):
@@ -136,6 +145,35 @@ func str(b []byte, i int) (string, int, error) {
 		}
 	}
 	return "", 0, ErrUnsupported
+}
+
+// integer reads the integer starting at b[i]: an optional minus, then 0
+// or a digit string without a leading zero, at most 18 digits, ended by
+// white space, ',' or '}' (not by a fraction or an exponent).
+func integer(b []byte, i int) (int64, int, error) {
+	neg := b[i] == '-'
+	if neg {
+		i++
+	}
+	start := i
+	var n int64
+	for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+		n = n*10 + int64(b[i]-'0')
+		i++
+	}
+	digits := i - start
+	if digits == 0 || digits > 18 || digits > 1 && b[start] == '0' {
+		return 0, 0, ErrUnsupported
+	}
+	if i < len(b) {
+		if c := b[i]; c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != ',' && c != '}' {
+			return 0, 0, ErrUnsupported
+		}
+	}
+	if neg {
+		n = -n
+	}
+	return n, i, nil
 }
 
 func hasWord(b []byte, i int, w string) bool {
@@ -223,6 +261,9 @@ func AppendMember(b []byte, key string) []byte {
 	b = append(b, key...)
 	return append(b, '"', ':')
 }
+
+// AppendInt appends v as encoding/json writes an integer.
+func AppendInt(b []byte, v int64) []byte { return strconv.AppendInt(b, v, 10) }
 
 // AppendBool appends true or false.
 func AppendBool(b []byte, v bool) []byte {

@@ -36,6 +36,7 @@ func TestMembers(t *testing.T) {
 		Kind Kind
 		Str  string
 		Bool bool
+		Int  int64
 		Raw  string
 	}
 	tests := []struct {
@@ -50,7 +51,13 @@ func TestMembers(t *testing.T) {
 		{"unicode", `{"k":"héllo ✓"}`, []member{{Key: "k", Kind: String, Str: "héllo ✓"}}},
 		{"escape", `{"k":"a\"b"}`, nil},
 		{"escaped key", `{"k\u0041":"x"}`, nil},
-		{"number", `{"n":1}`, nil},
+		{"integers", `{"a":0,"b":-7,"c":123456789012345678 }`, []member{{Key: "a", Kind: Int}, {Key: "b", Kind: Int, Int: -7}, {Key: "c", Kind: Int, Int: 123456789012345678}}},
+		{"19 digits", `{"n":1234567890123456789}`, nil},
+		{"fraction", `{"n":1.5}`, nil},
+		{"exponent", `{"n":1e3}`, nil},
+		{"leading zero", `{"n":01}`, nil},
+		{"minus alone", `{"n":-}`, nil},
+		{"plus", `{"n":+1}`, nil},
 		{"null", `{"n":null}`, nil},
 		{"array", `{"a":[]}`, nil},
 		{"control char", "{\"k\":\"a\x01\"}", nil},
@@ -72,7 +79,7 @@ func TestMembers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := []member{}
 			err := Members([]byte(tt.in), func(key string, v Value) error {
-				got = append(got, member{key, v.Kind, v.Str, v.Bool, string(v.Raw)})
+				got = append(got, member{key, v.Kind, v.Str, v.Bool, v.Int, string(v.Raw)})
 				return nil
 			})
 			if tt.want == nil {
@@ -99,8 +106,9 @@ func TestMembersAgreesWithEncodingJSON(t *testing.T) {
 		`{"profile":"p","id":"a-1","resume":true,"no_cold":false}`,
 		`{"identity":{"id":"x","nonce":"00ff","time":"2026-11-27T05:00:00.123Z","mac":"02:00:00:00:00:01"},"resume":true}`,
 		`{"error":"it failed","conflict":true}`,
+		`{"status":200,"claim":{"id":"a","pid":4711,"socket":"/run/x.sock","source":"pool","wait_ns":-5,"total_ns":123456789012345678}}`,
 	}
-	alphabet := []byte(`{}[]":,\ 	tfrueals0123nx` + "\n\xff\x01é")
+	alphabet := []byte(`{}[]":,\ 	tfrueals0123nx-.eE9` + "\n\xff\x01é")
 	r := rand.New(rand.NewPCG(3, 4))
 	accepted := 0
 	for range 20000 {
@@ -146,6 +154,8 @@ func decode(b []byte) (map[string]any, error) {
 			m[key] = v.Str
 		case Bool:
 			m[key] = v.Bool
+		case Int:
+			m[key] = float64(v.Int) // as encoding/json reads a number into any
 		case Object:
 			sub, err := decode(v.Raw)
 			if err != nil {
@@ -166,8 +176,10 @@ func TestAppendMember(t *testing.T) {
 	b = AppendBool(b, false)
 	b = AppendMember(b, "c")
 	b = AppendString(b, "x")
+	b = AppendMember(b, "d")
+	b = AppendInt(b, -42)
 	b = append(b, '}')
-	if string(b) != `{"a":true,"b":false,"c":"x"}` {
+	if string(b) != `{"a":true,"b":false,"c":"x","d":-42}` {
 		t.Fatalf("got %s", b)
 	}
 }
