@@ -265,3 +265,61 @@ func TestClaimFromHTTPOnlyDaemon(t *testing.T) {
 		t.Fatalf("status %+v: want exactly one claim", st)
 	}
 }
+
+// TestClaimCancelled: a claim whose context ends while the daemon works
+// on it (here a cold start) returns the context's error at once; the
+// client does not reuse its connection, the daemon ends the VMM it
+// claimed for nobody, and the client's next claim works.
+func TestClaimCancelled(t *testing.T) {
+	m, run := newPool(t, 0, 0)
+	c := serve(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"cancelled", func() (context.Context, context.CancelFunc) {
+			cctx, cancel := context.WithCancel(ctx)
+			time.AfterFunc(time.Millisecond, cancel)
+			return cctx, cancel
+		}, context.Canceled},
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(ctx, time.Millisecond)
+		}, context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cctx, cancel := tc.ctx()
+			defer cancel()
+			t0 := time.Now()
+			cl, err := c.Claim(cctx, ClaimRequest{Profile: "tg", Resume: true})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("claim: %+v, %v; want %v", cl, err, tc.want)
+			}
+			if d := time.Since(t0); d > 2*time.Second {
+				t.Fatalf("the claim returned %v after its context ended", d)
+			}
+			c.mu.Lock()
+			idle := len(c.idle)
+			c.mu.Unlock()
+			if idle != 0 {
+				t.Fatalf("the client keeps %d idle connections after a cancelled claim", idle)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for len(vmmPIDs(t, run)) != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the VMM started for the cancelled claim still runs: %v", vmmPIDs(t, run))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	cl, err := c.Claim(ctx, ClaimRequest{Profile: "tg", Resume: true})
+	if err != nil {
+		t.Fatalf("claim after cancelled ones: %v", err)
+	}
+	if err := finish(ctx, cl, true); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -18,7 +18,7 @@ type Client struct {
 	http *http.Client
 
 	mu       sync.Mutex
-	idle     []*streamConn
+	idle     []*sockConn
 	closed   bool
 	httpOnly bool // the daemon predates the claim stream
 }
@@ -105,7 +105,7 @@ func (c *Client) Close() error {
 	c.idle, c.closed = nil, true
 	c.mu.Unlock()
 	for _, sc := range idle {
-		sc.conn.Close()
+		sc.Close()
 	}
 	c.http.CloseIdleConnections()
 	return nil

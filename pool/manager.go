@@ -241,6 +241,18 @@ type ClaimOptions struct {
 	// instead of starting a VMM cold, for claimers that have a fallback of
 	// their own.
 	NoCold bool
+
+	// sent, if set, is called once, as soon as the claim is on its way
+	// to a VMM or has failed before that: from there on the claim waits,
+	// and the daemon does its deferred work (its next accept).
+	sent func()
+}
+
+// claimSent calls o.sent, if set.
+func (o ClaimOptions) claimSent() {
+	if o.sent != nil {
+		o.sent()
+	}
 }
 
 // Claim is a handed-over VM. From the claim on, the VMM belongs to the
@@ -315,6 +327,7 @@ func (m *Manager) claim(ctx context.Context, profile string, opts ClaimOptions) 
 
 	c = &Claim{Source: "pool"}
 	if e == nil {
+		opts.claimSent() // a cold start takes milliseconds
 		c.Source = "cold"
 		m.log.Info("pool: no ready VM; cold start", "profile", profile)
 		var err error
@@ -329,7 +342,7 @@ func (m *Manager) claim(ctx context.Context, profile string, opts ClaimOptions) 
 	}
 	t1 := time.Now()
 	c.Identity = NewIdentity(c.ID)
-	if err := e.claim(ctx, c.Identity, opts.Resume); err != nil {
+	if err := e.claim(ctx, c.Identity, opts.Resume, opts.claimSent); err != nil {
 		e.discard()
 		return nil, refill, fmt.Errorf("pool: claim %s: %w", e.id, err)
 	}

@@ -6,12 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The claim stream: a lean protocol beside HTTP on the pool's socket, for
@@ -55,30 +56,44 @@ func claimStatus(err error) int {
 
 // serveStream answers claims on one claim-stream connection until the
 // client closes it or ctx is done.
-func serveStream(ctx context.Context, m *Manager, conn net.Conn, r *bufio.Reader) {
+//
+// next is called once, as soon as the first claim is on its way to a VMM
+// (or the connection ends before that).
+func serveStream(ctx context.Context, m *Manager, conn net.Conn, r *bufio.Reader, next func()) {
+	defer next()
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	enc := json.NewEncoder(conn)
+	var out []byte
+	write := func(a streamAnswer) error {
+		b, err := appendStreamAnswer(out[:0], a)
+		if err != nil {
+			return err
+		}
+		out = append(b, '\n')
+		_, err = conn.Write(out)
+		return err
+	}
 	for {
 		line, err := r.ReadSlice('\n')
 		if err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
-				enc.Encode(streamAnswer{Status: http.StatusBadRequest, Error: "claim request line too long"})
+				write(streamAnswer{Status: http.StatusBadRequest, Error: "claim request line too long"})
 			}
 			return
 		}
 		req, err := parseClaimRequest(line)
 		if err != nil {
-			enc.Encode(streamAnswer{Status: http.StatusBadRequest, Error: "malformed claim request: " + err.Error()})
+			write(streamAnswer{Status: http.StatusBadRequest, Error: "malformed claim request: " + err.Error()})
 			return
 		}
-		c, refill, err := m.claim(ctx, req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume, NoCold: req.NoCold})
+		c, refill, err := m.claim(ctx, req.Profile, ClaimOptions{ID: req.ID, Resume: req.Resume, NoCold: req.NoCold, sent: next})
+		next()
 		a := streamAnswer{Status: claimStatus(err), Claim: c}
 		if err != nil {
 			a.Error = err.Error()
 		}
-		werr := enc.Encode(a)
+		werr := write(a)
 		refill()
 		if werr != nil {
 			if c != nil {
@@ -116,36 +131,71 @@ func newSplitListener(ctx context.Context, l net.Listener, m *Manager) *splitLis
 	return s
 }
 
+// loop accepts one connection and serves it; another loop accepts the
+// next. That one is started only once the connection's first claim is on
+// its way to its VMM: this goroutine is running when Accept returns, and
+// starting another one here would cost a claimer that dials per claim (the
+// shim) the wake-up of a second thread (tens of microseconds on small
+// hosts). Connections that arrive meanwhile wait in the listen backlog.
 func (s *splitListener) loop() {
-	for {
-		conn, err := s.Listener.Accept()
-		if err != nil {
-			s.close(err)
-			return
-		}
-		go s.sort(conn)
+	conn, err := s.Listener.Accept()
+	if err != nil {
+		s.close(err)
+		return
 	}
+	s.sort(conn, sync.OnceFunc(func() { go s.loop() }))
 }
 
-// sort peeks at a connection's first byte.
-func (s *splitListener) sort(conn net.Conn) {
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+// sort reads a connection's first byte and serves it as a claim stream
+// or hands it to the HTTP server. next starts the next accept.
+func (s *splitListener) sort(conn net.Conn, next func()) {
 	r := bufio.NewReaderSize(conn, maxStreamLine)
-	first, err := r.Peek(1)
-	if err != nil {
-		conn.Close()
+	first, ok := peekReady(conn)
+	if !ok {
+		// The client has not written yet: wait, but not forever, and not
+		// holding up other connections.
+		next()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := r.Peek(1)
+		if err != nil {
+			conn.Close()
+			return
+		}
+		conn.SetReadDeadline(time.Time{})
+		first = b[0]
+	}
+	if first == '{' {
+		serveStream(s.ctx, s.m, conn, r, next)
 		return
 	}
-	conn.SetReadDeadline(time.Time{})
-	if first[0] == '{' {
-		serveStream(s.ctx, s.m, conn, r)
-		return
-	}
+	next()
 	select {
 	case s.conns <- &peekedConn{Conn: conn, r: r}:
 	case <-s.done:
 		conn.Close()
 	}
+}
+
+// peekReady returns the first byte of conn if it has arrived, without
+// waiting and without consuming it. (A client that dials per claim has
+// written its claim by the time the daemon accepts: the deadline a wait
+// needs costs a claim microseconds.)
+func peekReady(conn net.Conn) (byte, bool) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var b [1]byte
+	n := 0
+	rc.Read(func(fd uintptr) bool {
+		n, _, err = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true
+	})
+	return b[0], err == nil && n == 1
 }
 
 // Accept returns the next HTTP connection.
@@ -183,132 +233,3 @@ type peekedConn struct {
 }
 
 func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// errNoStream: the daemon does not speak the claim stream.
-var errNoStream = errors.New("pool: the daemon does not speak the claim stream")
-
-// streamConn is a client's claim-stream connection.
-type streamConn struct {
-	conn net.Conn
-	r    *bufio.Reader
-	// deadline is the one set on conn (zero: none).
-	deadline time.Time
-	// spent: a cancelled context set a deadline of its own; the
-	// connection is not used again.
-	spent bool
-}
-
-// claimStream claims over the claim stream, on an idle connection of the
-// client's or a new one.
-func (c *Client) claimStream(ctx context.Context, req ClaimRequest) (*Claim, error) {
-	c.mu.Lock()
-	httpOnly := c.httpOnly
-	c.mu.Unlock()
-	if httpOnly {
-		return c.claimHTTP(ctx, req)
-	}
-	sc, err := c.streamConn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	line := append(appendClaimRequest(make([]byte, 0, 128), req), '\n')
-	a, err := sc.roundTrip(ctx, line)
-	if errors.Is(err, errNoStream) {
-		// A daemon from before the claim stream answered with HTTP's
-		// 400, having claimed nothing: claim over HTTP from now on.
-		sc.conn.Close()
-		c.mu.Lock()
-		c.httpOnly = true
-		c.mu.Unlock()
-		return c.claimHTTP(ctx, req)
-	}
-	if err != nil {
-		sc.conn.Close()
-		return nil, fmt.Errorf("pool: claim: %w", err)
-	}
-	c.putStream(sc)
-	if a.Status != http.StatusOK {
-		return nil, &apiError{msg: a.Error, sentinel: statusErrors[a.Status]}
-	}
-	if a.Claim == nil {
-		return nil, errors.New("pool: claim: the answer has no claim")
-	}
-	return a.Claim, nil
-}
-
-func (sc *streamConn) roundTrip(ctx context.Context, line []byte) (*streamAnswer, error) {
-	// Only what changes: each call costs microseconds on a cold claim.
-	if dl, _ := ctx.Deadline(); !dl.Equal(sc.deadline) {
-		sc.conn.SetDeadline(dl)
-		sc.deadline = dl
-	}
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { sc.conn.SetDeadline(time.Now()) })
-		defer func() {
-			if !stop() {
-				// ctx ended: its deadline is, or will be, on conn.
-				sc.spent = true
-			}
-		}()
-	}
-	if _, err := sc.conn.Write(line); err != nil {
-		// Nothing was claimed. After this, a failure may come after the
-		// daemon claimed a VM (it ends one whose answer it cannot write):
-		// that is not ErrUnreachable, which callers take as "try elsewhere".
-		return nil, fmt.Errorf("%w: %w", ErrUnreachable, ctxErr(ctx, err))
-	}
-	resp, err := sc.r.ReadSlice('\n')
-	if err != nil {
-		return nil, ctxErr(ctx, err)
-	}
-	if bytes.HasPrefix(resp, []byte("HTTP/")) {
-		return nil, errNoStream
-	}
-	var a streamAnswer
-	if err := json.Unmarshal(resp, &a); err != nil {
-		return nil, fmt.Errorf("malformed answer: %w", err)
-	}
-	return &a, nil
-}
-
-// ctxErr prefers ctx's error to the deadline error it caused.
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if errors.Is(err, io.EOF) {
-		return errors.New("the daemon closed the connection")
-	}
-	return err
-}
-
-// streamConn returns an idle claim-stream connection, or dials one.
-func (c *Client) streamConn(ctx context.Context) (*streamConn, error) {
-	c.mu.Lock()
-	if n := len(c.idle); n > 0 {
-		sc := c.idle[n-1]
-		c.idle = c.idle[:n-1]
-		c.mu.Unlock()
-		return sc, nil
-	}
-	c.mu.Unlock()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
-	}
-	return &streamConn{conn: conn, r: bufio.NewReaderSize(conn, maxStreamLine)}, nil
-}
-
-// maxIdleStreams is how many claim-stream connections a client keeps.
-const maxIdleStreams = 64
-
-func (c *Client) putStream(sc *streamConn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed || sc.spent || len(c.idle) >= maxIdleStreams {
-		sc.conn.Close()
-		return
-	}
-	c.idle = append(c.idle, sc)
-}

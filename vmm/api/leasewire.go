@@ -58,7 +58,7 @@ func ParseLeaseClaim(b []byte) (LeaseClaim, error) {
 	err := jsonflat.Members(b, func(key string, v jsonflat.Value) error {
 		switch {
 		case key == "identity" && v.Kind == jsonflat.Object:
-			return c.Identity.parse(v.Raw)
+			return c.Identity.UnmarshalFlat(v.Raw)
 		case key == "resume" && v.Kind == jsonflat.Bool:
 			c.Resume = v.Bool
 			return nil
@@ -72,8 +72,12 @@ func ParseLeaseClaim(b []byte) (LeaseClaim, error) {
 	return c, err
 }
 
-// parse is the fast path of json.Unmarshal into id (which it fills).
-func (id *Identity) parse(b []byte) error {
+// UnmarshalFlat is the fast path of json.Unmarshal into id (which it
+// fills), for readers of messages that hold an identity
+// (internal/jsonflat): it returns jsonflat.ErrUnsupported for input
+// outside that package's subset, which the caller then decodes with
+// encoding/json.
+func (id *Identity) UnmarshalFlat(b []byte) error {
 	return jsonflat.Members(b, func(key string, v jsonflat.Value) error {
 		if v.Kind != jsonflat.String {
 			return jsonflat.ErrUnsupported
