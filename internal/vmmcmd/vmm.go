@@ -1,10 +1,12 @@
 // Package vmmcmd is the ember vmm command: one VMM (a test guest, a Linux
 // boot, or a restore of either kind of snapshot) behind the control API on
 // a Unix socket. ember vmm (cmd/ember) and the lean ember-vmm binary
-// (cmd/ember-vmm, the warm pool's default) both run it. It imports only
-// what a VMM runs, so that ember-vmm does not link (or map, or initialize
-// at every start) the rest of the ember CLI: an idle pooled VMM process
-// keeps resident only the pages of its binary that its start touched.
+// (cmd/ember-vmm, which a warm pool can be told to run) both run it. It
+// imports only what a VMM runs, so that ember-vmm does not link (or
+// initialize at every start) the rest of the ember CLI. A pooled VMM
+// drops its binary's read-only pages from its page tables before it
+// rehearses its claim (internal/residency), so that while it idles it maps
+// little more than what the claim runs.
 package vmmcmd
 
 import (
@@ -18,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/embervm/ember/internal/residency"
 	"github.com/embervm/ember/internal/testguest"
 	"github.com/embervm/ember/internal/vmmproc"
 	"github.com/embervm/ember/snapshot"
@@ -201,6 +204,15 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 		inst.StartPaused()
 	}
 	if lease != nil {
+		// A pooled VMM idles until its claim: what it touched of the
+		// binary to get here (flags, snapshot decoding, the restore) need
+		// not stay mapped. ServeLease then maps back what the claim
+		// runs, as it rehearses it (vmm.VCPU.Prime, the lease codec).
+		if n, err := residency.DropExecutablePages(); err != nil {
+			slog.Warn("trimming the idle VMM", "err", err)
+		} else {
+			slog.Debug("dropped the binary's read-only pages from the page tables", "bytes", n)
+		}
 		if err := inst.ServeLease(ctx, lease, cancelAll); err != nil {
 			l.Close()
 			return fmt.Errorf("--lease-fd: %w", err)
