@@ -254,7 +254,6 @@ func snapshotCreate(ctx context.Context, args []string) error {
 	return nil
 }
 
-
 // consoleWatch is a console sink that closes found once the text appears
 // (also across writes).
 type consoleWatch struct {
