@@ -18,7 +18,13 @@ import (
 // read: without the runtime's poller in between, the daemon's answer wakes
 // the claiming thread itself, and dialing costs a socket and a connect
 // (net.Dial adds registering with the poller and two address lookups;
-// each system call costs microseconds on virtualized hosts).
+// each system call costs microseconds on virtualized hosts). Measured
+// against the same socket read through the poller (os.File on a
+// non-blocking descriptor), in the same run: the same at concurrency 1,
+// 2.6 instead of 3.9 ms to the first report at concurrency 8. (While a
+// claim waits, its goroutine holds its thread, as any blocking system
+// call does; the daemon, which serves many claims at once, reads its
+// leases through the poller.)
 type sockConn struct {
 	f   *os.File // the blocking socket (closed when collected)
 	buf []byte   // buf[r:w] is read and not yet returned
@@ -124,5 +130,13 @@ func (s *sockConn) readLine() ([]byte, error) {
 			return nil, err
 		}
 		s.w += n
+	}
+}
+
+// shutdown shuts a blocking socket down for both directions: a read or
+// write blocked on it returns (closing it would not end them).
+func shutdown(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
 	}
 }
