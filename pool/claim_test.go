@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -267,11 +269,18 @@ func TestClaimFromHTTPOnlyDaemon(t *testing.T) {
 }
 
 // TestClaimCancelled: a claim whose context ends while the daemon works
-// on it (here a cold start) returns the context's error at once; the
-// client does not reuse its connection, the daemon ends the VMM it
-// claimed for nobody, and the client's next claim works.
+// on it (here a cold start, made slow) returns the context's error at
+// once; the client does not reuse its connection, the daemon ends the VMM
+// it claimed for nobody, and the client's next claim works.
 func TestClaimCancelled(t *testing.T) {
-	m, run := newPool(t, 0, 0)
+	// A VMM binary that starts half a second late: the contexts below
+	// (1 ms) end well before any cold start could, even on a loaded host.
+	slow := filepath.Join(t.TempDir(), "slow-ember")
+	script := fmt.Sprintf("#!/bin/sh\nsleep 0.5\nexec %s \"$@\"\n", emberBin)
+	if err := os.WriteFile(slow, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, run := newPoolOf(t, slow, 0, 0)
 	c := serve(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -297,7 +306,7 @@ func TestClaimCancelled(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("claim: %+v, %v; want %v", cl, err, tc.want)
 			}
-			if d := time.Since(t0); d > 2*time.Second {
+			if d := time.Since(t0); d > 400*time.Millisecond {
 				t.Fatalf("the claim returned %v after its context ended", d)
 			}
 			c.mu.Lock()
@@ -321,5 +330,38 @@ func TestClaimCancelled(t *testing.T) {
 	}
 	if err := finish(ctx, cl, true); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStalledConnectionsDoNotBlockClaims: connections that send nothing,
+// or only part of a claim line, do not hold up other claimers' accepts.
+func TestStalledConnectionsDoNotBlockClaims(t *testing.T) {
+	m, _ := newPool(t, 2, 0)
+	waitReady(t, m, 2)
+	c := serve(t, m)
+	for _, partial := range []string{"", `{"profile":`} {
+		conn, err := net.Dial("unix", c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if partial != "" {
+			if _, err := conn.Write([]byte(partial)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // let the daemon accept it
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cl, err := NewClient(c.path).Claim(ctx, ClaimRequest{Profile: "tg", Resume: true, NoCold: true})
+		cancel()
+		if err != nil {
+			t.Fatalf("claim beside a connection that sent %q: %v", partial, err)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+		err = finish(ctx, cl, true)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -150,11 +150,14 @@ func (s *splitListener) loop() {
 // or hands it to the HTTP server. next starts the next accept.
 func (s *splitListener) sort(conn net.Conn, next func()) {
 	r := bufio.NewReaderSize(conn, maxStreamLine)
-	first, ok := peekReady(conn)
-	if !ok {
-		// The client has not written yet: wait, but not forever, and not
-		// holding up other connections.
+	first, line, ok := peekReady(conn)
+	if !ok || !line {
+		// The client has not written (all of its first line) yet: do not
+		// hold up other connections meanwhile.
 		next()
+	}
+	if !ok {
+		// Wait, but not forever.
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		b, err := r.Peek(1)
 		if err != nil {
@@ -176,26 +179,29 @@ func (s *splitListener) sort(conn net.Conn, next func()) {
 	}
 }
 
-// peekReady returns the first byte of conn if it has arrived, without
-// waiting and without consuming it. (A client that dials per claim has
-// written its claim by the time the daemon accepts: the deadline a wait
-// needs costs a claim microseconds.)
-func peekReady(conn net.Conn) (byte, bool) {
+// peekReady returns the first byte of conn if it has arrived, and whether
+// a whole line has, without waiting and without consuming anything. (A
+// client that dials per claim has written its claim by the time the
+// daemon accepts: the deadline a wait needs costs a claim microseconds.)
+func peekReady(conn net.Conn) (first byte, line, ok bool) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return 0, false
+		return 0, false, false
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
-	var b [1]byte
+	b := make([]byte, maxStreamLine)
 	n := 0
 	rc.Read(func(fd uintptr) bool {
-		n, _, err = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		n, _, err = unix.Recvfrom(int(fd), b, unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		return true
 	})
-	return b[0], err == nil && n == 1
+	if err != nil || n == 0 {
+		return 0, false, false
+	}
+	return b[0], bytes.IndexByte(b[:n], '\n') >= 0, true
 }
 
 // Accept returns the next HTTP connection.
