@@ -365,3 +365,33 @@ func TestStalledConnectionsDoNotBlockClaims(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleTrimOnlyAhead: the VMMs the pool keeps ready trim what they
+// map while they idle (ember vmm --idle-trim); a cold start's VMM, claimed
+// at once, does not spend the time.
+func TestIdleTrimOnlyAhead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		size   int
+		source string
+		trim   bool
+	}{{1, "pool", true}, {0, "cold", false}} {
+		m, _ := newPool(t, tc.size, 0)
+		waitReady(t, m, tc.size)
+		cl, err := m.Claim(ctx, "tg", ClaimOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cl.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cl.Source != tc.source || strings.Contains(string(cmd), "\x00--idle-trim\x00") != tc.trim {
+			t.Errorf("a %s claim's VMM runs %q, want --idle-trim: %v", cl.Source, strings.ReplaceAll(string(cmd), "\x00", " "), tc.trim)
+		}
+		if err := finish(ctx, cl, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

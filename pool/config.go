@@ -38,7 +38,7 @@ type Profile struct {
 
 // poolFlags are the ember vmm flags the pool sets itself: per VMM paths
 // and the fds of its protocol with the VMM.
-var poolFlags = []string{"api-sock", "id", "ready-fd", "lease-fd", "vsock-uds", "console"}
+var poolFlags = []string{"api-sock", "id", "ready-fd", "lease-fd", "idle-trim", "vsock-uds", "console"}
 
 // Config configures a Manager.
 type Config struct {

@@ -154,7 +154,7 @@ func (m *Manager) fill(ps *profileState) {
 		ps.starting++
 		m.mu.Unlock()
 
-		e, err := m.spawn(m.ctx, ps)
+		e, err := m.spawn(m.ctx, ps, true)
 
 		m.mu.Lock()
 		ps.starting--
@@ -331,7 +331,7 @@ func (m *Manager) claim(ctx context.Context, profile string, opts ClaimOptions) 
 		c.Source = "cold"
 		m.log.Info("pool: no ready VM; cold start", "profile", profile)
 		var err error
-		if e, err = m.spawn(ctx, ps); err != nil {
+		if e, err = m.spawn(ctx, ps, false); err != nil {
 			return nil, refill, fmt.Errorf("pool: cold start for profile %q: %w", profile, err)
 		}
 	}

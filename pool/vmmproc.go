@@ -40,8 +40,10 @@ type entry struct {
 }
 
 // spawn starts `ember vmm` for p and waits until its API serves and it
-// waits paused for its claim on the lease.
-func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
+// waits paused for its claim on the lease. A VMM started ahead of its
+// claim (ahead) trims what it maps while it idles (ember vmm
+// --idle-trim); a cold start's is claimed at once.
+func (m *Manager) spawn(ctx context.Context, p *profileState, ahead bool) (*entry, error) {
 	id := newID()
 	e := &entry{id: id, profile: p, sock: filepath.Join(m.cfg.RunDir, id+".sock"), exited: make(chan struct{})}
 	readyR, readyW, err := os.Pipe()
@@ -55,6 +57,9 @@ func (m *Manager) spawn(ctx context.Context, p *profileState) (*entry, error) {
 		return nil, err
 	}
 	args := []string{"vmm", "--api-sock", e.sock, "--id", id, "--ready-fd", "3", "--lease-fd", "4"}
+	if ahead {
+		args = append(args, "--idle-trim")
+	}
 	if p.Console {
 		e.console = filepath.Join(m.cfg.RunDir, id+".console")
 		args = append(args, "--console", e.console)

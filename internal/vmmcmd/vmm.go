@@ -56,6 +56,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	readyFD := fs.Int("ready-fd", -1, "write \"ready\\n\" to this inherited fd once the API serves")
 	linger := fs.Duration("linger", 5*time.Second, "after the VM ends, keep serving this long for a final /wait or /metrics")
 	leaseFD := fs.Int("lease-fd", -1, "inherited SOCK_SEQPACKET socket from a supervisor (the warm pool): the VM waits paused for one claim on it (vmm/api.LeaseClaim), and EOF before that ends this VMM")
+	idleTrim := fs.Bool("idle-trim", false, "with --lease-fd: before the VM waits, drop this binary's read-only pages from the page tables, so that an idle VMM maps little more than its claim runs (the warm pool sets it for the VMMs it keeps ready, not for a cold start's)")
 	restoreDir := fs.String("restore", "", "restore this snapshot instead of booting: a Linux VM (ember snapshot create) or a test guest (ember snapshot testguest --program identity); the VM waits paused unless --start")
 	backend := fs.String("backend", "mmap", "with --restore: memory backend copy, mmap, uffd or prefetch")
 	vsockUDS := fs.String("vsock-uds", "", "with --restore: vsock Unix socket path (default: the API socket's path + \".vsock\")")
@@ -67,6 +68,9 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	if *leaseFD >= 0 && *start {
 		return errors.New("--lease-fd: a leased VM waits paused for its claim; drop --start")
+	}
+	if *idleTrim && *leaseFD < 0 {
+		return errors.New("--idle-trim needs --lease-fd")
 	}
 	if *id == "" {
 		*id = strconv.Itoa(os.Getpid())
@@ -150,7 +154,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if *leaseFD >= 0 {
 		lease = os.NewFile(uintptr(*leaseFD), "lease")
 	}
-	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger, lease)
+	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger, lease, *idleTrim)
 }
 
 func vmmImage(program, image string, mem uint64) (*testguest.Image, error) {
@@ -186,8 +190,8 @@ func vmmImage(program, image string, mem uint64) (*testguest.Image, error) {
 // final /wait was answered or linger passed) or ctx is cancelled. It
 // removes the socket on the way out. With a lease (ember vmm --lease-fd)
 // the VM waits paused for its claim there, and ends if the lease closes
-// first.
-func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, readyFD int, start bool, linger time.Duration, lease *os.File) error {
+// first; with trim it first drops the binary's read-only pages.
+func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, readyFD int, start bool, linger time.Duration, lease *os.File, trim bool) error {
 	ctx, cancelAll := context.WithCancel(ctx)
 	defer cancelAll()
 	l, err := api.Listen(sock)
@@ -204,14 +208,17 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 		inst.StartPaused()
 	}
 	if lease != nil {
-		// A pooled VMM idles until its claim: what it touched of the
+		// A VMM kept ready idles until its claim: what it touched of the
 		// binary to get here (flags, snapshot decoding, the restore) need
 		// not stay mapped. ServeLease then maps back what the claim
-		// runs, as it rehearses it (vmm.VCPU.Prime, the lease codec).
-		if n, err := residency.DropExecutablePages(); err != nil {
-			slog.Warn("trimming the idle VMM", "err", err)
-		} else {
-			slog.Debug("dropped the binary's read-only pages from the page tables", "bytes", n)
+		// runs, as it rehearses it (vmm.VCPU.Prime, the lease codec). A
+		// cold start's VMM is claimed at once: it skips the 0.1 ms.
+		if trim {
+			if n, err := residency.DropExecutablePages(); err != nil {
+				slog.Warn("trimming the idle VMM", "err", err)
+			} else {
+				slog.Debug("dropped the binary's read-only pages from the page tables", "bytes", n)
+			}
 		}
 		if err := inst.ServeLease(ctx, lease, cancelAll); err != nil {
 			l.Close()

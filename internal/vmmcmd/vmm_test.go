@@ -51,6 +51,7 @@ func TestRunRefuses(t *testing.T) {
 		{[]string{"--api-sock", sock, "--config", "c.json", "--testguest", "sum"}, "do not combine it with --testguest"},
 		{[]string{"--api-sock", sock, "--restore", t.TempDir(), "--mem", "8"}, "do not combine it with --mem"},
 		{[]string{"--api-sock", sock, "--testguest", "identity", "--lease-fd", "9", "--start"}, "drop --start"},
+		{[]string{"--api-sock", sock, "--testguest", "identity", "--idle-trim"}, "--idle-trim needs --lease-fd"},
 	} {
 		err := Run(context.Background(), newFlagSet(), tt.args)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
