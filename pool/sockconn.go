@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -26,10 +27,8 @@ import (
 // call does; the daemon, which serves many claims at once, reads its
 // leases through the poller.)
 type sockConn struct {
-	f   *os.File // the blocking socket (closed when collected)
-	buf []byte   // buf[r:w] is read and not yet returned
-	r   int
-	w   int
+	f *os.File // the blocking socket (closed when collected)
+	r *bufio.Reader
 	// spent: a context ended a claim on it (shutting the socket down);
 	// the connection is not used again.
 	spent bool
@@ -62,7 +61,8 @@ func dialSock(ctx context.Context, path string) (*sockConn, error) {
 		unix.Close(fd)
 		return nil, &os.PathError{Op: "connect", Path: path, Err: err}
 	}
-	return &sockConn{f: os.NewFile(uintptr(fd), path), buf: make([]byte, maxStreamLine)}, nil
+	f := os.NewFile(uintptr(fd), path)
+	return &sockConn{f: f, r: bufio.NewReaderSize(f, maxStreamLine)}, nil
 }
 
 // Close closes the socket.
@@ -86,7 +86,10 @@ func (s *sockConn) roundTrip(ctx context.Context, line []byte) (*streamAnswer, e
 		// that is not ErrUnreachable, which callers take as "try elsewhere".
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, ctxErr(ctx, err))
 	}
-	resp, err := s.readLine()
+	resp, err := s.r.ReadSlice('\n')
+	if errors.Is(err, syscall.ECONNRESET) {
+		err = io.EOF // the daemon closed the connection
+	}
 	if err != nil {
 		return nil, ctxErr(ctx, err)
 	}
@@ -98,39 +101,6 @@ func (s *sockConn) roundTrip(ctx context.Context, line []byte) (*streamAnswer, e
 		return nil, fmt.Errorf("malformed answer: %w", err)
 	}
 	return a, nil
-}
-
-// errLineTooLong: the daemon sent a line longer than maxStreamLine.
-var errLineTooLong = errors.New("answer line too long")
-
-// readLine returns the next line, '\n' included, valid until the next
-// read.
-func (s *sockConn) readLine() ([]byte, error) {
-	for {
-		if i := bytes.IndexByte(s.buf[s.r:s.w], '\n'); i >= 0 {
-			line := s.buf[s.r : s.r+i+1]
-			s.r += i + 1
-			return line, nil
-		}
-		if s.r > 0 {
-			s.w = copy(s.buf, s.buf[s.r:s.w])
-			s.r = 0
-		}
-		if s.w == len(s.buf) {
-			return nil, errLineTooLong
-		}
-		n, err := s.f.Read(s.buf[s.w:])
-		if n == 0 && err == nil {
-			err = io.EOF
-		}
-		if errors.Is(err, syscall.ECONNRESET) {
-			err = io.EOF
-		}
-		if err != nil {
-			return nil, err
-		}
-		s.w += n
-	}
 }
 
 // shutdown shuts a blocking socket down for both directions: a read or
