@@ -78,9 +78,9 @@ func TestMain(m *testing.M) {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e tests: fixtures:", err)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
 	files := []lab.File{
 		{HostPath: kernelPath, GuestPath: "/fixtures/e2e/vmlinux"},
 		{HostPath: devicesInitrd, GuestPath: "/fixtures/e2e/devices.cpio.gz"},
@@ -91,7 +91,9 @@ func TestMain(m *testing.M) {
 	if native && os.Getenv(labtest.ModeEnv) != "force" {
 		files = nil // the tests run here, on the host paths
 	}
-	labtest.Main(m, labtest.WithFiles(files...))
+	code := labtest.Run(m, labtest.WithFiles(files...))
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // buildFixtures builds the guest kernel (cached), the initramfs images and

@@ -34,14 +34,15 @@ func TestMain(m *testing.M) {
 		cancel()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "boot tests: fixtures:", err)
+			os.RemoveAll(dir)
 			os.Exit(1)
 		}
-		defer os.RemoveAll(dir)
-		labtest.Main(m, labtest.WithFiles(
+		code := labtest.Run(m, labtest.WithFiles(
 			lab.File{HostPath: kernelPath, GuestPath: "/fixtures/vmlinux"},
 			lab.File{HostPath: initrdPath, GuestPath: "/fixtures/placeholder.cpio.gz"},
 		))
-		return
+		os.RemoveAll(dir)
+		os.Exit(code)
 	}
 	labtest.Main(m)
 }

@@ -41,19 +41,21 @@ func TestMain(m *testing.M) {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shim e2e: fixtures:", err)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
 	if native, _ := labtest.NativeKVM(); native && os.Getenv(labtest.ModeEnv) != "force" {
 		files = nil
 	}
-	labtest.Main(m, labtest.WithFiles(files...), labtest.WithConfig(func(c *lab.Config) {
+	code := labtest.Run(m, labtest.WithFiles(files...), labtest.WithConfig(func(c *lab.Config) {
 		// containerd, its content store and snapshots, and a 256 MiB VM.
 		c.MemoryMiB = max(c.MemoryMiB, 3072)
 		// The CNI bridge plugin's bridge and veth, and the shim's tc
 		// redirects (a host loads these on demand; L1 has no modprobe).
 		c.Modules = append(c.Modules, "bridge", "veth", "sch_ingress", "cls_u32", "act_mirred")
 	}))
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func buildFixtures(dir string) ([]lab.File, error) {

@@ -58,11 +58,12 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	labtest.Main(m, labtest.WithFiles(
+	code := labtest.Run(m, labtest.WithFiles(
 		lab.File{HostPath: kernelPath, GuestPath: "/fixtures/vmlinux"},
 		lab.File{HostPath: initrdPath, GuestPath: "/fixtures/snapguest.cpio.gz"},
 	))
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // buildFixtures finds (or builds) the guest kernel and writes the test

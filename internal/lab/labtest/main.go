@@ -50,7 +50,7 @@ const bootSlack = 45 * time.Second
 // killSlack is the least -test.timeout given to the tests in L1.
 const killSlack = 10 * time.Second
 
-// Option configures Main.
+// Option configures Main and Run.
 type Option func(*options)
 
 type options struct {
@@ -70,13 +70,24 @@ func WithConfig(f func(*lab.Config)) Option {
 }
 
 // Main runs the package's tests, sending TestNative* tests to the nested
-// lab when the host cannot run them; it does not return.
+// lab when the host cannot run them, and exits with their status; it does
+// not return, so deferred calls in its caller do not run (see Run).
 func Main(m *testing.M, opts ...Option) {
+	os.Exit(Run(m, opts...))
+}
+
+// Run is Main for a TestMain with something to clean up (its fixtures):
+// it returns the exit status instead of exiting.
+//
+//	code := labtest.Run(m, labtest.WithFiles(files...))
+//	os.RemoveAll(fixtureDir)
+//	os.Exit(code)
+func Run(m *testing.M, opts ...Option) int {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
-	os.Exit(run(m, &o, os.Stdout))
+	return run(m, &o, os.Stdout)
 }
 
 func run(m *testing.M, o *options, out io.Writer) int {
