@@ -56,6 +56,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	readyFD := fs.Int("ready-fd", -1, "write \"ready\\n\" to this inherited fd once the API serves")
 	linger := fs.Duration("linger", 5*time.Second, "after the VM ends, keep serving this long for a final /wait or /metrics")
 	leaseFD := fs.Int("lease-fd", -1, "inherited SOCK_SEQPACKET socket from a supervisor (the warm pool): the VM waits paused for one claim on it (vmm/api.LeaseClaim), and EOF before that ends this VMM")
+	claimFD := fs.Int("claim-fd", -1, "with --lease-fd: inherited bound SOCK_DGRAM socket where a claimer may claim the VM itself (a vmm/api.LeaseClaim datagram passing the socket to answer on, answered with the handover); the supervisor is then told on the lease")
 	idleTrim := fs.Bool("idle-trim", false, "with --lease-fd: before the VM waits, drop this binary's read-only pages from the page tables, so that an idle VMM maps little more than its claim runs (the warm pool sets it for the VMMs it keeps ready, not for a cold start's)")
 	restoreDir := fs.String("restore", "", "restore this snapshot instead of booting: a Linux VM (ember snapshot create) or a test guest (ember snapshot testguest --program identity); the VM waits paused unless --start")
 	backend := fs.String("backend", "mmap", "with --restore: memory backend copy, mmap, uffd or prefetch")
@@ -72,6 +73,9 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if *idleTrim && *leaseFD < 0 {
 		return errors.New("--idle-trim needs --lease-fd")
 	}
+	if *claimFD >= 0 && *leaseFD < 0 {
+		return errors.New("--claim-fd needs --lease-fd")
+	}
 	if *id == "" {
 		*id = strconv.Itoa(os.Getpid())
 	}
@@ -81,6 +85,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	defer sys.Close()
 	var inst *vmmproc.Instance
+	vsock := "" // the VM's vsock socket, if it has one
 	if *restoreDir != "" {
 		var set []string
 		fs.Visit(func(f *flag.Flag) {
@@ -104,6 +109,7 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 			}
 			defer cleanup()
 			ai := &agentIdentity{uds: h.VsockUDS}
+			vsock = h.VsockUDS
 			inst = vmmproc.New(*id, r.Machine, "restore:"+*backend, vmmproc.Hooks{
 				Snapshot: h.Snapshot, Restore: h.Restore,
 				ApplyIdentity: ai.Apply, AfterResume: ai.AfterResume, AfterPause: ai.AfterPause,
@@ -151,10 +157,14 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		})
 	}
 	var lease *os.File
+	lopts := vmmproc.LeaseOptions{Handover: api.LeaseAnswer{PID: os.Getpid(), Socket: *sock, Vsock: vsock, Console: *console}}
 	if *leaseFD >= 0 {
 		lease = os.NewFile(uintptr(*leaseFD), "lease")
+		if *claimFD >= 0 {
+			lopts.Direct = os.NewFile(uintptr(*claimFD), "direct-claim")
+		}
 	}
-	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger, lease, *idleTrim)
+	return serveInstance(ctx, inst, *sock, *readyFD, *start, *linger, lease, lopts, *idleTrim)
 }
 
 func vmmImage(program, image string, mem uint64) (*testguest.Image, error) {
@@ -191,7 +201,7 @@ func vmmImage(program, image string, mem uint64) (*testguest.Image, error) {
 // removes the socket on the way out. With a lease (ember vmm --lease-fd)
 // the VM waits paused for its claim there, and ends if the lease closes
 // first; with trim it first drops the binary's read-only pages.
-func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, readyFD int, start bool, linger time.Duration, lease *os.File, trim bool) error {
+func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, readyFD int, start bool, linger time.Duration, lease *os.File, lopts vmmproc.LeaseOptions, trim bool) error {
 	ctx, cancelAll := context.WithCancel(ctx)
 	defer cancelAll()
 	l, err := api.Listen(sock)
@@ -220,7 +230,7 @@ func serveInstance(ctx context.Context, inst *vmmproc.Instance, sock string, rea
 				slog.Debug("dropped the binary's read-only pages from the page tables", "bytes", n)
 			}
 		}
-		if err := inst.ServeLease(ctx, lease, cancelAll); err != nil {
+		if err := inst.ServeLease(ctx, lease, cancelAll, lopts); err != nil {
 			l.Close()
 			return fmt.Errorf("--lease-fd: %w", err)
 		}

@@ -45,7 +45,7 @@ func TestServeLease(t *testing.T) {
 			}
 			pool := fds[0]
 			defer unix.Close(pool)
-			if err := inst.ServeLease(ctx, os.NewFile(uintptr(fds[1]), "lease"), func() {}); err == nil {
+			if err := inst.ServeLease(ctx, os.NewFile(uintptr(fds[1]), "lease"), func() {}, LeaseOptions{}); err == nil {
 				t.Fatal("ServeLease before StartPaused succeeded")
 			}
 			if fds, err = unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0); err != nil {
@@ -55,7 +55,7 @@ func TestServeLease(t *testing.T) {
 			pool = fds[0]
 			inst.StartPaused()
 			lost := make(chan struct{})
-			if err := inst.ServeLease(ctx, os.NewFile(uintptr(fds[1]), "lease"), func() { close(lost) }); err != nil {
+			if err := inst.ServeLease(ctx, os.NewFile(uintptr(fds[1]), "lease"), func() { close(lost) }, LeaseOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			// Held: the API's state changes are refused.

@@ -113,6 +113,24 @@ func (a LeaseAnswer) AppendJSON(b []byte) []byte {
 		b = jsonflat.AppendMember(b, "conflict")
 		b = jsonflat.AppendBool(b, true)
 	}
+	if a.Direct {
+		b = jsonflat.AppendMember(b, "direct")
+		b = jsonflat.AppendBool(b, true)
+	}
+	if a.ID != "" {
+		b = jsonflat.AppendMember(b, "id")
+		b = jsonflat.AppendString(b, a.ID)
+	}
+	if a.PID != 0 {
+		b = jsonflat.AppendMember(b, "pid")
+		b = jsonflat.AppendInt(b, int64(a.PID))
+	}
+	for _, m := range [...]struct{ key, v string }{{"socket", a.Socket}, {"vsock", a.Vsock}, {"console", a.Console}} {
+		if m.v != "" {
+			b = jsonflat.AppendMember(b, m.key)
+			b = jsonflat.AppendString(b, m.v)
+		}
+	}
 	return append(b, '}')
 }
 
@@ -126,6 +144,26 @@ func ParseLeaseAnswer(b []byte) (LeaseAnswer, error) {
 			return nil
 		case key == "conflict" && v.Kind == jsonflat.Bool:
 			a.Conflict = v.Bool
+			return nil
+		case key == "direct" && v.Kind == jsonflat.Bool:
+			a.Direct = v.Bool
+			return nil
+		case key == "pid" && v.Kind == jsonflat.Int && v.Int == int64(int(v.Int)):
+			a.PID = int(v.Int)
+			return nil
+		case v.Kind == jsonflat.String:
+			switch key {
+			case "id":
+				a.ID = v.Str
+			case "socket":
+				a.Socket = v.Str
+			case "vsock":
+				a.Vsock = v.Str
+			case "console":
+				a.Console = v.Str
+			default:
+				return jsonflat.ErrUnsupported
+			}
 			return nil
 		}
 		return jsonflat.ErrUnsupported

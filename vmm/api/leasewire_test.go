@@ -34,7 +34,9 @@ func TestLeaseWireMatchesEncodingJSON(t *testing.T) {
 	if _, err := (LeaseClaim{Identity: Identity{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}).AppendJSON(nil); err == nil {
 		t.Fatal("AppendJSON of a time encoding/json cannot write succeeded")
 	}
-	for _, a := range []LeaseAnswer{{}, {Error: "no"}, {Error: `bad "x"`, Conflict: true}, {Conflict: true}} {
+	for _, a := range []LeaseAnswer{{}, {Error: "no"}, {Error: `bad "x"`, Conflict: true}, {Conflict: true},
+		{Direct: true, ID: "c1"}, {Direct: true, ID: "c1", Error: "the claimer hung up"},
+		{PID: 4242, Socket: "/run/x.sock", Vsock: "/run/x.sock.vsock", Console: "/run/x.console"}, {PID: 1, Socket: "/s"}} {
 		want, _ := json.Marshal(a)
 		got := a.AppendJSON(nil)
 		if string(got) != string(want) {

@@ -159,8 +159,25 @@ type LeaseClaim struct {
 // has taken effect (with Resume: once the vCPU thread is entering the
 // guest and, for a Linux VM, its agent has the identity), or failed. From
 // then on the VMM belongs to the claimer.
+//
+// A VMM with a direct-claim socket (ember vmm --claim-fd) also takes a
+// LeaseClaim from a claimer that sends one there (a datagram, passing the
+// socket to answer on). It answers that claimer with the handover (PID to
+// Console), and then tells its supervisor on the lease with a LeaseAnswer
+// that has Direct set (and the claim's Error, if it failed): the VMM is no
+// longer the supervisor's.
 type LeaseAnswer struct {
 	Error string `json:"error,omitempty"`
 	// Conflict: the VM could not be claimed in its state.
 	Conflict bool `json:"conflict,omitempty"`
+	// Direct: on the lease, the VMM was claimed on its direct-claim
+	// socket (ID names the claim).
+	Direct bool   `json:"direct,omitempty"`
+	ID     string `json:"id,omitempty"`
+	// The handover, in the answer to a direct claimer: the VMM's pid, its
+	// API socket, the VM's vsock socket and console log (if it has them).
+	PID     int    `json:"pid,omitempty"`
+	Socket  string `json:"socket,omitempty"`
+	Vsock   string `json:"vsock,omitempty"`
+	Console string `json:"console,omitempty"`
 }
