@@ -54,7 +54,12 @@ func TestConfigValidate(t *testing.T) {
 // serve runs m's API on a socket for the test.
 func serve(t *testing.T, m *Manager) *Client {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "pool.sock")
+	return serveAt(t, m, filepath.Join(t.TempDir(), "pool.sock"))
+}
+
+// serveAt runs m's API on the socket sock for the test.
+func serveAt(t *testing.T, m *Manager, sock string) *Client {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); Serve(ctx, m, sock, slog.Default()) }()

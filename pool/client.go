@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,8 +15,9 @@ import (
 // Client talks to a pool daemon: claims over the claim stream, the rest
 // over HTTP. It is safe for concurrent use.
 type Client struct {
-	path string
-	http *http.Client
+	path  string
+	ready string // ReadyDir(path)
+	http  *http.Client
 
 	mu       sync.Mutex
 	idle     []*sockConn
@@ -25,7 +27,7 @@ type Client struct {
 
 // NewClient returns a client for the pool socket at path.
 func NewClient(path string) *Client {
-	return &Client{path: path, http: &http.Client{Transport: &http.Transport{
+	return &Client{path: path, ready: ReadyDir(path), http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
@@ -82,10 +84,15 @@ type apiError struct {
 func (e *apiError) Error() string { return e.msg }
 func (e *apiError) Unwrap() error { return e.sentinel }
 
-// Claim claims a VM. Errors wrap ErrUnreachable (no daemon), or
-// ErrUnknownProfile, ErrEmpty (NoCold), ErrClosed and ErrBadRequest from
-// the daemon.
+// Claim claims a VM: a ready one directly, from the daemon's ready
+// directory (ReadyDir), if it lists one; otherwise through the daemon,
+// which also starts one cold when none is ready. Errors wrap
+// ErrUnreachable (no daemon), or ErrUnknownProfile, ErrEmpty (NoCold),
+// ErrClosed and ErrBadRequest from the daemon.
 func (c *Client) Claim(ctx context.Context, req ClaimRequest) (*Claim, error) {
+	if cl, err := c.claimDirect(ctx, req); !errors.Is(err, errNoDirect) {
+		return cl, err
+	}
 	return c.claimStream(ctx, req)
 }
 

@@ -38,7 +38,7 @@ type Profile struct {
 
 // poolFlags are the ember vmm flags the pool sets itself: per VMM paths
 // and the fds of its protocol with the VMM.
-var poolFlags = []string{"api-sock", "id", "ready-fd", "lease-fd", "idle-trim", "vsock-uds", "console"}
+var poolFlags = []string{"api-sock", "id", "ready-fd", "lease-fd", "claim-fd", "idle-trim", "vsock-uds", "console"}
 
 // Config configures a Manager.
 type Config struct {
@@ -47,6 +47,11 @@ type Config struct {
 	Ember string `json:"ember"`
 	// RunDir holds the pooled VMMs' API sockets.
 	RunDir string `json:"run_dir"`
+	// ReadyDir, if set, lists the ready VMMs for direct claims (ready.go):
+	// a Client claims there without the daemon in its path. `ember pool
+	// serve` sets it to ReadyDir(SOCKET), where Clients of SOCKET look (it
+	// is not read from a configuration file).
+	ReadyDir string `json:"-"`
 	// MaxVMs bounds ready plus starting VMs over all profiles (0: the sum
 	// of the profiles' sizes).
 	MaxVMs int `json:"max_vms"`

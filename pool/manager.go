@@ -29,13 +29,17 @@ var (
 // Manager's mutex.
 type profileState struct {
 	Profile
-	ready    []*entry // oldest first
+	ready []*entry // oldest first
+	// slots are the ready directory's slots (ready.go): the VMMs listed
+	// there, ready or claimed and not yet unlisted.
+	slots    []*entry
 	starting int
 	// target is how many VMs to keep: Size, or fewer after idle reaping
 	// until the next claim.
 	target int
 	// counters
 	claimed, cold, failed, reaped int
+	direct                        int // of claimed: claimed directly (ready.go)
 	kick                          chan struct{}
 }
 
@@ -77,6 +81,12 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	for _, p := range cfg.Profiles {
 		ps := &profileState{Profile: p, target: p.Size, kick: make(chan struct{}, 1)}
 		m.profiles[p.Name] = ps
+	}
+	if err := m.makeReadyDirs(); err != nil {
+		cancel()
+		return nil, err
+	}
+	for _, ps := range m.profiles {
 		m.wg.Add(1)
 		go m.keep(ps)
 	}
@@ -176,6 +186,13 @@ func (m *Manager) fill(ps *profileState) {
 			e.kill()
 			return
 		}
+		if err := m.list(ps, e); err != nil {
+			ps.failed++
+			m.mu.Unlock()
+			m.log.Error("pool: listing a ready VMM failed", "profile", ps.Name, "err", err)
+			e.kill()
+			return
+		}
 		ps.ready = append(ps.ready, e)
 		m.mu.Unlock()
 		go m.watchReady(e)
@@ -188,16 +205,55 @@ func (m *Manager) watchReady(e *entry) {
 	ps := e.profile
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for i, r := range ps.ready {
-		if r == e {
-			ps.ready = append(ps.ready[:i], ps.ready[i+1:]...)
-			if !m.closed {
-				ps.failed++
-				m.log.Warn("pool: a ready VMM died; replacing it", "profile", ps.Name, "id", e.id, "err", e.exitErr)
-				ps.poke()
-			}
-			return
+	m.unlist(ps, e)
+	if removeEntry(&ps.ready, e) {
+		e.removeFiles()
+		if !m.closed {
+			ps.failed++
+			m.log.Warn("pool: a ready VMM died; replacing it", "profile", ps.Name, "id", e.id, "err", e.exitErr)
+			ps.poke()
 		}
+	}
+}
+
+// removeEntry removes e from list and reports whether it was there.
+func removeEntry(list *[]*entry, e *entry) bool {
+	for i, r := range *list {
+		if r == e {
+			*list = append((*list)[:i], (*list)[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// directClaimed takes note of a VMM's report that it was claimed directly
+// (a, from its lease): it is the claimer's from now on, or, if the
+// claim failed, it ends itself.
+func (m *Manager) directClaimed(e *entry, a api.LeaseAnswer) {
+	ps := e.profile
+	close(e.claimedDirectly)
+	m.mu.Lock()
+	removeEntry(&ps.ready, e)
+	m.unlist(ps, e)
+	if a.Error == "" {
+		ps.claimed++
+		ps.direct++
+	} else {
+		ps.failed++
+	}
+	closed := m.closed
+	m.mu.Unlock()
+	e.lease.Close()
+	if a.Error != "" {
+		m.log.Warn("pool: a direct claim failed; the VMM ends", "profile", ps.Name, "id", e.id, "err", a.Error)
+		go func() {
+			<-e.exited
+			e.removeFiles()
+		}()
+	}
+	if !closed {
+		ps.poke()
 	}
 }
 
@@ -212,7 +268,6 @@ func (m *Manager) sweep(ps *profileState) {
 	for _, e := range ps.ready {
 		if time.Since(e.readyAt) > time.Duration(ps.IdleTimeout) {
 			idle = append(idle, e)
-			ps.reaped++
 		} else {
 			keep = append(keep, e)
 		}
@@ -226,6 +281,14 @@ func (m *Manager) sweep(ps *profileState) {
 	for _, e := range idle {
 		m.log.Info("pool: reaping idle VMM", "profile", ps.Name, "id", e.id)
 		e.kill()
+		m.mu.Lock()
+		m.unlist(ps, e)
+		select {
+		case <-e.claimedDirectly: // claimed meanwhile
+		default:
+			ps.reaped++
+		}
+		m.mu.Unlock()
 	}
 }
 
@@ -308,53 +371,78 @@ func (m *Manager) claim(ctx context.Context, profile string, opts ClaimOptions) 
 		m.mu.Unlock()
 		return nil, refill, fmt.Errorf("%w: %q", ErrUnknownProfile, profile)
 	}
-	var e *entry
-	for len(ps.ready) > 0 && e == nil {
-		e, ps.ready = ps.ready[0], ps.ready[1:]
-		if !e.alive() {
-			e = nil
-		}
-	}
 	ps.target = ps.Size // refill after idle reaping
 	m.mu.Unlock()
 	// The refill is poked once the claimed VM runs and its claimer has
 	// the answer: earlier, the keeper's thread and the replacement VMM
 	// would compete with the claim for a CPU.
 	refill = ps.poke
-	if e == nil && opts.NoCold {
-		return nil, refill, fmt.Errorf("%w for profile %q", ErrEmpty, profile)
+	for {
+		e := m.popReady(ps)
+		if e == nil && opts.NoCold {
+			return nil, refill, fmt.Errorf("%w for profile %q", ErrEmpty, profile)
+		}
+		c = &Claim{Source: "pool"}
+		if e == nil {
+			opts.claimSent() // a cold start takes milliseconds
+			c.Source = "cold"
+			m.log.Info("pool: no ready VM; cold start", "profile", profile)
+			var err error
+			if e, err = m.spawn(ctx, ps, false); err != nil {
+				return nil, refill, fmt.Errorf("pool: cold start for profile %q: %w", profile, err)
+			}
+		}
+		c.Wait = time.Since(t0)
+		c.ID, c.PID, c.Socket, c.Vsock, c.Console = e.id, e.cmd.Process.Pid, e.sock, e.vsock, e.console
+		if opts.ID != "" {
+			c.ID = opts.ID
+		}
+		t1 := time.Now()
+		c.Identity = NewIdentity(c.ID)
+		err := e.claim(ctx, c.Identity, opts.Resume, opts.claimSent)
+		if errors.Is(err, errClaimedDirectly) {
+			continue // a direct claimer was first: the next one
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				go e.discardUnlessClaimedDirectly()
+			} else {
+				e.discard()
+			}
+			return nil, refill, fmt.Errorf("pool: claim %s: %w", e.id, err)
+		}
+		c.Identify = time.Since(t1)
+		c.Total = time.Since(t0)
+		m.mu.Lock()
+		ps.claimed++
+		if c.Source == "cold" {
+			ps.cold++
+		}
+		m.mu.Unlock()
+		refill = func() {
+			m.mu.Lock()
+			m.unlist(ps, e)
+			m.mu.Unlock()
+			ps.poke()
+		}
+		return c, refill, nil
 	}
+}
 
-	c = &Claim{Source: "pool"}
-	if e == nil {
-		opts.claimSent() // a cold start takes milliseconds
-		c.Source = "cold"
-		m.log.Info("pool: no ready VM; cold start", "profile", profile)
-		var err error
-		if e, err = m.spawn(ctx, ps, false); err != nil {
-			return nil, refill, fmt.Errorf("pool: cold start for profile %q: %w", profile, err)
+// popReady takes the oldest live ready VMM of ps off its ready list (it
+// stays listed for direct claimers until its claim: whichever claim it
+// takes first wins), or returns nil.
+func (m *Manager) popReady(ps *profileState) *entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for len(ps.ready) > 0 {
+		e := ps.ready[0]
+		ps.ready = ps.ready[1:]
+		if e.alive() {
+			return e
 		}
 	}
-	c.Wait = time.Since(t0)
-	c.ID, c.PID, c.Socket, c.Vsock, c.Console = e.id, e.cmd.Process.Pid, e.sock, e.vsock, e.console
-	if opts.ID != "" {
-		c.ID = opts.ID
-	}
-	t1 := time.Now()
-	c.Identity = NewIdentity(c.ID)
-	if err := e.claim(ctx, c.Identity, opts.Resume, opts.claimSent); err != nil {
-		e.discard()
-		return nil, refill, fmt.Errorf("pool: claim %s: %w", e.id, err)
-	}
-	c.Identify = time.Since(t1)
-	c.Total = time.Since(t0)
-	m.mu.Lock()
-	ps.claimed++
-	if c.Source == "cold" {
-		ps.cold++
-	}
-	m.mu.Unlock()
-	return c, refill, nil
+	return nil
 }
 
 // maxClaimID bounds a claim's id: it becomes the guest's hostname (at
@@ -393,9 +481,12 @@ type ProfileStatus struct {
 	Ready    int    `json:"ready"`
 	Starting int    `json:"starting"`
 	Claimed  int    `json:"claimed"`
-	Cold     int    `json:"cold"`
-	Failed   int    `json:"failed"`
-	Reaped   int    `json:"reaped"`
+	// Direct counts the claims, of Claimed, that claimers made directly
+	// (ReadyDir), without the daemon.
+	Direct int `json:"direct"`
+	Cold   int `json:"cold"`
+	Failed int `json:"failed"`
+	Reaped int `json:"reaped"`
 }
 
 // Status returns every profile's counts.
@@ -406,7 +497,7 @@ func (m *Manager) Status() []ProfileStatus {
 	for _, p := range m.cfg.Profiles {
 		ps := m.profiles[p.Name]
 		out = append(out, ProfileStatus{Name: p.Name, Size: ps.target, Ready: len(ps.ready), Starting: ps.starting,
-			Claimed: ps.claimed, Cold: ps.cold, Failed: ps.failed, Reaped: ps.reaped})
+			Claimed: ps.claimed, Direct: ps.direct, Cold: ps.cold, Failed: ps.failed, Reaped: ps.reaped})
 	}
 	return out
 }
@@ -431,9 +522,10 @@ func (m *Manager) Close() error {
 	var wg sync.WaitGroup
 	for _, e := range all {
 		wg.Add(1)
-		go func() { defer wg.Done(); e.kill(); <-e.exited }()
+		go func() { defer wg.Done(); e.kill() }()
 	}
 	wg.Wait()
+	m.removeReadyDirs()
 	// Leave the run directory if claimed VMMs still have sockets there.
 	os.Remove(m.cfg.RunDir)
 	return nil

@@ -19,6 +19,9 @@ type ClaimRequest struct {
 	// NoCold: with no ready VM, answer 409 (ErrEmpty) instead of
 	// starting one cold.
 	NoCold bool `json:"no_cold,omitempty"`
+	// ViaDaemon makes Client claim through the daemon even when a ready
+	// VM could be claimed directly (see ReadyDir), to compare the two.
+	ViaDaemon bool `json:"-"`
 }
 
 type errorBody struct {

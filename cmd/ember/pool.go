@@ -52,6 +52,7 @@ func poolServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	cfg.ReadyDir = pool.ReadyDir(*sock) // where this socket's clients claim directly
 	m, err := pool.New(*cfg, slog.Default())
 	if err != nil {
 		return err
@@ -76,9 +77,9 @@ func poolStatus(ctx context.Context, args []string) error {
 		return json.NewEncoder(os.Stdout).Encode(st)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROFILE\tSIZE\tREADY\tSTARTING\tCLAIMED\tCOLD\tFAILED\tREAPED")
+	fmt.Fprintln(tw, "PROFILE\tSIZE\tREADY\tSTARTING\tCLAIMED\tDIRECT\tCOLD\tFAILED\tREAPED")
 	for _, p := range st {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Size, p.Ready, p.Starting, p.Claimed, p.Cold, p.Failed, p.Reaped)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Size, p.Ready, p.Starting, p.Claimed, p.Direct, p.Cold, p.Failed, p.Reaped)
 	}
 	return tw.Flush()
 }
