@@ -8,13 +8,15 @@
 // would use it: the "pool" profile keeps Concurrency restored VMMs ready;
 // the "cold" profile keeps none, so each of its claims starts a fresh
 // `ember vmm --restore` of the same snapshot with the same backend. Rounds
-// of the two alternate. The pool is measured twice: through a client
-// that keeps its connection to the daemon (a long-lived claimer), and
-// through a new client, so a new connection, for every claim (as the
-// containerd shim and `ember pool claim` claim). A claim's latency is measured in the client, from
-// sending POST /claim (with resume) to its answer, which the pool sends
-// once the VMM has applied the identity and its vCPU thread is entering
-// the guest (KVM_RUN). Every claimed guest then runs to its end and its
+// of the sources alternate. The pool is measured three ways: as
+// pool.Client.Claim claims, directly from a ready VMM (a new client per
+// claim, as the containerd shim and `ember pool claim` claim), and through
+// the daemon (ClaimRequest.ViaDaemon), over a connection the client keeps
+// (a long-lived claimer) and over a new one per claim. A claim's latency
+// is measured in the client, from the claim (with resume) to its answer,
+// which comes once the VMM has applied the identity and its vCPU thread
+// is entering the guest (KVM_RUN), and to the guest's first report (the
+// VMM's timestamp). Every claimed guest then runs to its end and its
 // result, computed from the snapshot's memory and registers and the
 // identity it was given, is checked.
 package poolbench
@@ -273,7 +275,7 @@ func (d *daemon) waitReady(ctx context.Context, n int) error {
 // and daemon-side latencies. Every claimed guest is then run to its end
 // and its result checked. With fresh, each claim is made by a new
 // client, over a new connection.
-func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int, fresh bool) (client, running []time.Duration, claims []*pool.Claim, err error) {
+func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int, fresh, viaDaemon bool) (client, running []time.Duration, claims []*pool.Claim, err error) {
 	claims = make([]*pool.Claim, conc)
 	took := make([]time.Duration, conc)
 	sent := make([]time.Time, conc)
@@ -287,7 +289,7 @@ func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int, 
 				defer c.Close()
 			}
 			sent[i] = time.Now()
-			claims[i], errs[i] = c.Claim(ctx, pool.ClaimRequest{Profile: profile, Resume: true})
+			claims[i], errs[i] = c.Claim(ctx, pool.ClaimRequest{Profile: profile, Resume: true, ViaDaemon: viaDaemon})
 			took[i] = time.Since(sent[i])
 		})
 	}
@@ -295,6 +297,11 @@ func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int, 
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, nil, err
 	}
+	// Leave the claimed guests alone until they have reported (the VMM
+	// timestamps the report): asking their VMMs at once would wake
+	// their API servers beside the guests' first instructions, and a
+	// claim whose answer arrives sooner would be disturbed more.
+	time.Sleep(settle)
 	want := "pool"
 	if profile == "cold" {
 		want = "cold"
@@ -314,6 +321,10 @@ func (b *bench) round(ctx context.Context, d *daemon, profile string, conc int, 
 	}
 	return client, running, claims, err
 }
+
+// settle is how long a round waits after its claims before it talks to
+// the claimed VMMs (their guests report within a millisecond or two).
+const settle = 5 * time.Millisecond
 
 // finish waits for a claimed guest's end, checks what it computed, waits
 // for its VMM to exit and returns when the guest first reported.
@@ -382,14 +393,15 @@ func (b *bench) prepare(ctx context.Context) error {
 		return err
 	}
 	defer d.stop()
-	_, _, _, err = b.round(ctx, d, "cold", 1, false)
+	_, _, _, err = b.round(ctx, d, "cold", 1, false, false)
 	return err
 }
 
 // Sources, as named in Row.Source.
 const (
 	SourcePool          = "pool"
-	SourcePoolFresh     = "pool, new connection per claim"
+	SourceDaemon        = "pool through the daemon"
+	SourceDaemonFresh   = "pool through the daemon, new connection per claim"
 	SourceBaseline      = "pool (baseline)"
 	SourceBaselineFresh = "pool (baseline), new connection per claim"
 	SourceCold          = "cold restore"
@@ -400,7 +412,10 @@ type source struct {
 	name    string
 	d       *daemon
 	profile string
-	fresh   bool
+	// fresh: a new client, so a new connection to the daemon, per claim;
+	// viaDaemon: claim through the daemon even when a ready VM could be
+	// claimed directly (pool.ClaimRequest.ViaDaemon).
+	fresh, viaDaemon bool
 
 	client, running []time.Duration
 	claims          []*pool.Claim
@@ -415,8 +430,9 @@ func (b *bench) measure(ctx context.Context, conc int, rep *Report) error {
 	}
 	defer d.stop()
 	sources := []*source{
-		{name: SourcePool, d: d, profile: "pool"},
-		{name: SourcePoolFresh, d: d, profile: "pool", fresh: true},
+		{name: SourcePool, d: d, profile: "pool", fresh: true},
+		{name: SourceDaemon, d: d, profile: "pool", viaDaemon: true},
+		{name: SourceDaemonFresh, d: d, profile: "pool", fresh: true, viaDaemon: true},
 	}
 	if b.o.Baseline != "" {
 		base, err := b.startDaemon(ctx, conc, b.o.Baseline, "base")
@@ -453,7 +469,7 @@ func (b *bench) measure(ctx context.Context, conc int, rep *Report) error {
 			if rep.Idle.RSS == 0 {
 				rep.Idle = idleRSS(d.runDir)
 			}
-			c, r, cl, err := b.round(ctx, s.d, s.profile, conc, s.fresh)
+			c, r, cl, err := b.round(ctx, s.d, s.profile, conc, s.fresh, s.viaDaemon)
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
