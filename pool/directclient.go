@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -31,8 +32,11 @@ var errVMMGone = errors.New("pool: the VMM in the slot is gone")
 var errNoSlot = errors.New("pool: no such slot")
 
 // claimDirect claims a ready VMM of req's profile directly, or returns
-// errNoDirect: it sends the claim to slot 0, 1, ... of the profile's ready
-// directory until a VMM answers or a slot does not exist.
+// errNoDirect: it sends the claim to the profile's slots in the ready
+// directory until a VMM answers or a slot does not exist. It starts at a
+// random one of the first few slots, so that concurrent claimers spread
+// over the ready VMMs instead of all trying slot 0 first (a VMM takes
+// one claim and drops the others), and wraps around to 0.
 func (c *Client) claimDirect(ctx context.Context, req ClaimRequest) (*Claim, error) {
 	name, ok := readyDirName(req.Profile)
 	if !ok || req.ViaDaemon {
@@ -42,13 +46,28 @@ func (c *Client) claimDirect(ctx context.Context, req ClaimRequest) (*Claim, err
 		return nil, err
 	}
 	t0 := time.Now()
+	dc, err := newDirectClaim(req)
+	if err != nil {
+		return nil, err
+	}
+	defer dc.close()
 	dir := c.ready + "/" + name + "/"
-	for slot := 0; slot < maxSlots; slot++ {
-		cl, err := claimSlot(ctx, dir+strconv.Itoa(slot), req, t0)
+	start := rand.IntN(spreadSlots)
+	slot, wrapped := start, start == 0
+	for tries := 0; tries < maxSlots; tries++ {
+		cl, err := dc.try(ctx, dir+strconv.Itoa(slot), t0)
 		switch {
 		case errors.Is(err, errNoSlot):
-			return nil, errNoDirect
+			if wrapped {
+				return nil, errNoDirect
+			}
+			slot, wrapped = 0, true // the slots end before start
+			continue
 		case errors.Is(err, errVMMGone):
+			slot++
+			if wrapped && slot == start {
+				return nil, errNoDirect
+			}
 			continue
 		case err != nil:
 			return nil, fmt.Errorf("pool: claim: %w", err)
@@ -58,16 +77,87 @@ func (c *Client) claimDirect(ctx context.Context, req ClaimRequest) (*Claim, err
 	return nil, errNoDirect
 }
 
-// claimSlot claims the VMM in the slot at path: one datagram, the claim,
-// passing one end of a socket pair, on which the VMM answers.
-func claimSlot(ctx context.Context, path string, req ClaimRequest, t0 time.Time) (*Claim, error) {
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
+// spreadSlots is how many of the first slots a direct claim may start at.
+const spreadSlots = 8
+
+// directClaim is one direct claim's message and sockets, kept across the
+// slots it tries.
+type directClaim struct {
+	req      ClaimRequest
+	identity api.Identity
+	msg      []byte
+	send     int    // an unbound SOCK_DGRAM socket to send the claim from
+	pair     [2]int // the answer's socket pair; pair[1] is passed along
+	buf      [maxDirectAnswer]byte
+}
+
+func newDirectClaim(req ClaimRequest) (*directClaim, error) {
+	// Without an id the VMM names the claim with its own (as the daemon
+	// does), and says so in the answer.
+	dc := &directClaim{req: req, identity: NewIdentity(req.ID), send: -1, pair: [2]int{-1, -1}}
+	var err error
+	if dc.msg, err = (api.LeaseClaim{Identity: dc.identity, Resume: req.Resume}).AppendJSON(nil); err != nil {
+		return nil, err
+	}
+	if dc.send, err = unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
-	fd := pair[0]
-	// A context that ends shuts the socket down, which ends a blocked
-	// read; the VMM, unable to answer, then ends itself.
+	return dc, nil
+}
+
+func (dc *directClaim) close() {
+	for _, fd := range []int{dc.send, dc.pair[0], dc.pair[1]} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// try claims the VMM in the slot at path: one datagram, the claim,
+// passing one end of a socket pair, on which the VMM answers.
+func (dc *directClaim) try(ctx context.Context, path string, t0 time.Time) (*Claim, error) {
+	if dc.pair[0] < 0 {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
+		dc.pair = fds
+	}
+	t1 := time.Now()
+	var err error
+	for {
+		err = unix.Sendmsg(dc.send, dc.msg, unix.UnixRights(dc.pair[1]), &unix.SockaddrUnix{Name: path}, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == unix.ENOENT:
+		return nil, errNoSlot
+	case err != nil:
+		// ECONNREFUSED: the VMM took a claim (or ended) and closed its
+		// socket; the daemon has not yet unlisted it. The pair was not
+		// passed: it serves the next slot.
+		return nil, errVMMGone
+	}
+	// Passed: only the VMM holds that end now, so that this end sees it
+	// close if the VMM drops the claim.
+	unix.Close(dc.pair[1])
+	fd := dc.pair[0]
+	dc.pair = [2]int{-1, -1}
+	cl, err := dc.answer(ctx, fd)
+	if cl != nil {
+		cl.Wait = t1.Sub(t0)
+		cl.Identify = time.Since(t1)
+		cl.Total = time.Since(t0)
+	}
+	return cl, err
+}
+
+// answer reads the VMM's answer on fd (and closes it). A context that
+// ends shuts the socket down, which ends the read; the VMM, unable to
+// answer, then ends itself.
+func (dc *directClaim) answer(ctx context.Context, fd int) (*Claim, error) {
 	var mu sync.Mutex
 	closed := false
 	stop := func() bool { return true }
@@ -87,28 +177,8 @@ func claimSlot(ctx context.Context, path string, req ClaimRequest, t0 time.Time)
 		unix.Close(fd)
 		mu.Unlock()
 	}()
-	// Without an id the VMM names the claim with its own (as the daemon
-	// does), and says so in the answer.
-	cl := &Claim{Source: "pool", Identity: NewIdentity(req.ID)}
-	var b [maxDirectAnswer]byte
-	msg, err := api.LeaseClaim{Identity: cl.Identity, Resume: req.Resume}.AppendJSON(b[:0])
-	if err != nil {
-		unix.Close(pair[1])
-		return nil, err
-	}
-	t1 := time.Now()
-	cl.Wait = t1.Sub(t0)
-	err = sendClaim(path, msg, pair[1])
-	unix.Close(pair[1])
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		return nil, errNoSlot
-	case err != nil:
-		// ECONNREFUSED: the VMM took a claim (or ended) and closed its
-		// socket; the daemon has not yet unlisted it.
-		return nil, errVMMGone
-	}
-	n, err := unix.Read(fd, b[:])
+	b := dc.buf[:]
+	n, err := unix.Read(fd, b)
 	if err != nil || n == 0 {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -130,29 +200,12 @@ func claimSlot(ctx context.Context, path string, req ClaimRequest, t0 time.Time)
 		}
 		return nil, errors.New(a.Error)
 	}
-	if a.PID <= 0 || a.Socket == "" || a.ID == "" || (req.ID != "" && a.ID != req.ID) {
-		return nil, fmt.Errorf("the VMM's answer has no handover for claim %q: %s", req.ID, b[:n])
+	if a.PID <= 0 || a.Socket == "" || a.ID == "" || (dc.req.ID != "" && a.ID != dc.req.ID) {
+		return nil, fmt.Errorf("the VMM's answer has no handover for claim %q: %s", dc.req.ID, b[:n])
 	}
-	cl.ID, cl.Identity.ID = a.ID, a.ID
-	cl.PID, cl.Socket, cl.Vsock, cl.Console = a.PID, a.Socket, a.Vsock, a.Console
-	cl.Identify = time.Since(t1)
-	cl.Total = time.Since(t0)
+	cl := &Claim{ID: a.ID, PID: a.PID, Socket: a.Socket, Vsock: a.Vsock, Console: a.Console, Source: "pool", Identity: dc.identity}
+	cl.Identity.ID = a.ID
 	return cl, nil
-}
-
-// sendClaim sends msg to the direct-claim socket at path, passing answer.
-func sendClaim(path string, msg []byte, answer int) error {
-	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(s)
-	for {
-		err = unix.Sendmsg(s, msg, unix.UnixRights(answer), &unix.SockaddrUnix{Name: path}, 0)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // maxDirectAnswer bounds a VMM's answer to a direct claim (and the claim).
