@@ -239,8 +239,9 @@ func TestNativeShimPool(t *testing.T) {
 		} else {
 			t.Logf("shim: %s", l)
 		}
-		if st := p.status(t, ctx); st.Claimed != 1 || st.Cold != 0 {
-			t.Errorf("pool status after one claim: %+v", st)
+		// The shim claimed it directly, from the pool's ready directory.
+		if st := p.status(t, ctx); st.Claimed != 1 || st.Direct != 1 || st.Cold != 0 {
+			t.Errorf("pool status after one claim: %+v, want one direct claim", st)
 		}
 		e.waitNoLeftovers(t)
 		p.waitOnlyReady(t, ctx, 1) // refilled; the claimed VMM and its files are gone
@@ -266,7 +267,7 @@ func TestNativeShimPool(t *testing.T) {
 		}
 		e.must(0, "task", "rm", "ppod-a")
 		e.must(0, "containers", "rm", "ppod-a")
-		if st := p.status(t, ctx); st.Claimed != 2 || st.Cold != 0 {
+		if st := p.status(t, ctx); st.Claimed != 2 || st.Direct != 2 || st.Cold != 0 {
 			t.Errorf("pool status after the pod: %+v", st)
 		}
 		e.waitNoLeftovers(t)
