@@ -242,13 +242,18 @@ func (m *Machine) startWatch() {
 // itself. The machine must be made ready with StartPaused and must not
 // have run; a Start while prepare decides is the caller's race.
 func (m *Machine) ResumeOn(fd int, prepare Prepare) error {
+	return m.ResumeOnAny([]int{fd}, prepare)
+}
+
+// ResumeOnAny is ResumeOn for a message on any of fds.
+func (m *Machine) ResumeOnAny(fds []int, prepare Prepare) error {
 	m.mu.Lock()
 	if m.ran || !m.started {
 		m.mu.Unlock()
 		return fmt.Errorf("vmm: ResumeOn needs a machine made ready with StartPaused that has not run")
 	}
 	m.mu.Unlock()
-	return m.vcpus[0].ResumeOn(fd, func() (bool, func()) {
+	return m.vcpus[0].ResumeOnAny(fds, func() (bool, func()) {
 		m.mu.Lock()
 		ran := m.ran
 		m.mu.Unlock()

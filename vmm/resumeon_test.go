@@ -146,3 +146,55 @@ func tidOf(t *testing.T, ctx context.Context, c *vmm.VCPU) int {
 	}
 	return tid
 }
+
+// TestResumeOnAny: a resume armed on several fds fires for a message on
+// any of them, here the second, and prepare sees it there.
+func TestResumeOnAny(t *testing.T) {
+	sys := openKVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	g := countGuest(t, ctx, sys, false)
+	var a, b [2]int
+	for _, p := range []*[2]int{&a, &b} {
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+	}
+	g.StartPaused()
+	fired := make(chan int, 1)
+	prepare := func() (bool, func()) {
+		buf := make([]byte, 8)
+		for _, fd := range []int{a[0], b[0]} {
+			if n, _ := unix.Read(fd, buf); n > 0 {
+				fired <- fd
+			}
+		}
+		return true, nil
+	}
+	if err := g.ResumeOnAny([]int{a[0], b[0]}, prepare); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(b[1], []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case fd := <-fired:
+		if fd != b[0] {
+			t.Fatalf("prepare read fd %d, want the second one (%d)", fd, b[0])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message on the second fd did not fire the resume")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for g.VCPUs()[0].State() != vmm.VCPURunning {
+		if time.Now().After(deadline) {
+			t.Fatalf("vCPU state %v after the resume fired", g.VCPUs()[0].State())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := g.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -93,7 +93,7 @@ type VCPU struct {
 
 // trigger is an armed ResumeOn.
 type trigger struct {
-	fd      int
+	fds     []int
 	prepare Prepare
 }
 
@@ -200,7 +200,9 @@ func (c *VCPU) next() request {
 		c.qmu.Unlock()
 		fds = append(fds[:0], unix.PollFd{Fd: int32(c.wakeFD), Events: unix.POLLIN})
 		if t != nil {
-			fds = append(fds, unix.PollFd{Fd: int32(t.fd), Events: unix.POLLIN})
+			for _, fd := range t.fds {
+				fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+			}
 		}
 		if _, err := unix.Poll(fds, -1); err != nil {
 			if err == unix.EINTR {
@@ -213,7 +215,7 @@ func (c *VCPU) next() request {
 			var b [8]byte
 			unix.Read(c.wakeFD, b[:]) // reset the counter
 		}
-		if t == nil || fds[1].Revents == 0 {
+		if t == nil || !triggered(fds[1:]) {
 			continue
 		}
 		c.qmu.Lock()
@@ -232,6 +234,16 @@ func (c *VCPU) next() request {
 			}
 		}
 	}
+}
+
+// triggered reports whether poll found any of fds ready.
+func triggered(fds []unix.PollFd) bool {
+	for _, fd := range fds {
+		if fd.Revents != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // fire runs an armed trigger's prepare. The vCPU counts as running while
@@ -413,12 +425,17 @@ func (c *VCPU) send(ctx context.Context, r request) error {
 // on the way in. prepare runs on the vCPU thread: it must not wait for
 // this vCPU (Do, Pause, Resume). A later ResumeOn replaces an armed one.
 func (c *VCPU) ResumeOn(fd int, prepare Prepare) error {
+	return c.ResumeOnAny([]int{fd}, prepare)
+}
+
+// ResumeOnAny is ResumeOn for a message on any of fds.
+func (c *VCPU) ResumeOnAny(fds []int, prepare Prepare) error {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if c.finished {
 		return fmt.Errorf("vCPU %d: %w", c.id, ErrStopped)
 	}
-	c.trigger = &trigger{fd: fd, prepare: prepare}
+	c.trigger = &trigger{fds: fds, prepare: prepare}
 	c.wake()
 	return nil
 }

@@ -62,7 +62,7 @@ func (in *Instance) ServeLease(ctx context.Context, f *os.File, lost func(), opt
 	}
 	f.Close()
 	unix.CloseOnExec(fd)
-	l := &lease{in: in, fd: fd, direct: -1, ep: -1, trig: fd, lost: lost, ctx: ctx, buf: make([]byte, maxLeaseMessage), handover: opts.Handover}
+	l := &lease{in: in, fd: fd, direct: -1, lost: lost, ctx: ctx, buf: make([]byte, maxLeaseMessage), handover: opts.Handover}
 	if opts.Direct != nil {
 		if err := l.listen(opts.Direct); err != nil {
 			l.closeAll()
@@ -102,7 +102,7 @@ func (in *Instance) ServeLease(ctx context.Context, f *os.File, lost func(), opt
 		l.closeAll()
 		return err
 	}
-	if err := in.m.ResumeOn(l.trig, l.claim); err != nil {
+	if err := in.m.ResumeOnAny(l.triggers(), l.claim); err != nil {
 		l.closeAll()
 		return err
 	}
@@ -127,14 +127,12 @@ type lease struct {
 	ctx  context.Context
 	buf  []byte
 
-	// With a direct-claim socket: direct is its fd, ep an epoll of it and
-	// the lease, and trig (the fd the vCPU thread polls) is ep; without
-	// one (or once it is closed), direct and ep are -1 and trig is the
-	// lease.
-	direct, ep, trig int
-	oob              []byte // a direct claim's control message
-	handover         api.LeaseAnswer
-	id               string // the claim's, once taken
+	// direct is the direct-claim socket, -1 without one (or once it is
+	// closed).
+	direct   int
+	oob      []byte // a direct claim's control message
+	handover api.LeaseAnswer
+	id       string // the claim's, once taken
 }
 
 // listen adds the direct-claim socket f.
@@ -150,28 +148,24 @@ func (l *lease) listen(f *os.File) error {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return fmt.Errorf("direct-claim socket: %w", err)
 	}
-	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		return fmt.Errorf("direct-claim socket: %w", err)
-	}
-	for _, fd := range []int{l.fd, l.direct} {
-		if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
-			return fmt.Errorf("direct-claim socket: %w", err)
-		}
-	}
-	l.trig = l.ep
 	return nil
 }
 
-// closeDirect closes the direct-claim socket and its epoll (a claim was
-// taken: a claim sent there later is refused).
-func (l *lease) closeDirect() {
-	for _, fd := range []*int{&l.direct, &l.ep} {
-		if *fd >= 0 {
-			unix.Close(*fd)
-			*fd = -1
-		}
+// triggers are the sockets the vCPU thread polls for the claim.
+func (l *lease) triggers() []int {
+	if l.direct < 0 {
+		return []int{l.fd}
 	}
-	l.trig = l.fd
+	return []int{l.fd, l.direct}
+}
+
+// closeDirect closes the direct-claim socket (a claim was taken: a claim
+// sent there later is refused).
+func (l *lease) closeDirect() {
+	if l.direct >= 0 {
+		unix.Close(l.direct)
+		l.direct = -1
+	}
 }
 
 func (l *lease) closeAll() {
@@ -221,7 +215,7 @@ func (l *lease) claim() (run bool, then func()) {
 
 // rearm waits for the claim again, after a wake-up that brought none.
 func (l *lease) rearm() {
-	if err := l.in.m.ResumeOn(l.trig, l.claim); err != nil {
+	if err := l.in.m.ResumeOnAny(l.triggers(), l.claim); err != nil {
 		slog.Warn("waiting for the claim again", "err", err)
 		l.closeAll()
 		l.lost()
