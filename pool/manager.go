@@ -338,7 +338,9 @@ type Claim struct {
 	// Source is "pool" for a ready VM, "cold" for the fallback start.
 	Source   string       `json:"source"`
 	Identity api.Identity `json:"identity"`
-	// Timings of the claim's steps.
+	// Timings of the claim's steps: as the daemon timed them, or for a
+	// direct claim as the client did (Wait until the claim was sent to
+	// the VMM that took it, Identify from there to its answer).
 	Wait     time.Duration `json:"wait_ns"`     // to get a VMM (pop, or cold start)
 	Identify time.Duration `json:"identify_ns"` // to re-identify (and, when asked, resume) it
 	Total    time.Duration `json:"total_ns"`
