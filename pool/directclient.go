@@ -132,13 +132,15 @@ func (dc *directClaim) try(ctx context.Context, path string, t0 time.Time) (*Cla
 		}
 	}
 	switch {
-	case err == unix.ENOENT:
-		return nil, errNoSlot
-	case err != nil:
-		// ECONNREFUSED: the VMM took a claim (or ended) and closed its
-		// socket; the daemon has not yet unlisted it. The pair was not
-		// passed: it serves the next slot.
+	case err == unix.ECONNREFUSED:
+		// The VMM took a claim (or ended) and closed its socket; the
+		// daemon has not yet unlisted it. The pair was not passed: it
+		// serves the next slot.
 		return nil, errVMMGone
+	case err != nil:
+		// ENOENT: the slots end here. (Anything else, EACCES say: no
+		// direct claims here either.)
+		return nil, errNoSlot
 	}
 	// Passed: only the VMM holds that end now, so that this end sees it
 	// close if the VMM drops the claim.
