@@ -223,8 +223,8 @@ func TestConcurrentDirectAndDaemonClaims(t *testing.T) {
 			fromPool++
 		}
 	}
-	if fromPool < 1 || fromPool > 8 {
-		t.Errorf("%d claims from a pool of 8", fromPool)
+	if fromPool < 1 {
+		t.Errorf("none of %d claims from a pool of 8", n)
 	}
 	for i, cl := range claims {
 		wg.Go(func() { errs[i] = finish(ctx, cl, false) })
@@ -233,7 +233,12 @@ func TestConcurrentDirectAndDaemonClaims(t *testing.T) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
+	// (More than 8 may come from the pool: it refills while the claims
+	// run.) The daemon's counts agree with what the claimers were told.
 	st := waitStatus(t, m, "every claim counted", func(st ProfileStatus) bool { return st.Claimed == n })
+	if st.Cold != n-fromPool || st.Direct > fromPool {
+		t.Errorf("status %+v, but %d of the claims say they came from the pool", st, fromPool)
+	}
 	t.Logf("%d of %d claims from the pool (%d direct), %d cold", fromPool, n, st.Direct, st.Cold)
 }
 
