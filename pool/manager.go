@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -218,13 +219,11 @@ func (m *Manager) watchReady(e *entry) {
 
 // removeEntry removes e from list and reports whether it was there.
 func removeEntry(list *[]*entry, e *entry) bool {
-	for i, r := range *list {
-		if r == e {
-			*list = append((*list)[:i], (*list)[i+1:]...)
-			return true
-		}
+	i := slices.Index(*list, e)
+	if i >= 0 {
+		*list = slices.Delete(*list, i, i+1)
 	}
-	return false
+	return i >= 0
 }
 
 // directClaimed takes note of a VMM's report that it was claimed directly
@@ -458,13 +457,22 @@ func checkClaimID(id string) error {
 	if len(id) > maxClaimID {
 		return fmt.Errorf("%w: id of %d bytes, at most %d", ErrBadRequest, len(id), maxClaimID)
 	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%w: id %q: only letters, digits, '.', '_' and '-'", ErrBadRequest, id)
-		}
+	if !nameChars(id) {
+		return fmt.Errorf("%w: id %q: only letters, digits, '.', '_' and '-'", ErrBadRequest, id)
 	}
 	return nil
+}
+
+// nameChars reports whether s has only letters, digits, '.', '_' and '-'
+// (claim ids, and profile names that can name a ready directory).
+func nameChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // abandon ends a VMM claimed for a claimer that went away before it got

@@ -47,14 +47,8 @@ const maxSlots = 4096
 // directory, or false if the name cannot be one (such a profile has no
 // direct claims).
 func readyDirName(profile string) (string, bool) {
-	if profile == "" || profile[0] == '.' || len(profile) > 128 {
+	if profile == "" || profile[0] == '.' || len(profile) > 128 || !nameChars(profile) {
 		return "", false
-	}
-	for i := 0; i < len(profile); i++ {
-		c := profile[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return "", false
-		}
 	}
 	return profile, true
 }

@@ -139,9 +139,6 @@ func ParseLeaseAnswer(b []byte) (LeaseAnswer, error) {
 	var a LeaseAnswer
 	err := jsonflat.Members(b, func(key string, v jsonflat.Value) error {
 		switch {
-		case key == "error" && v.Kind == jsonflat.String:
-			a.Error = v.Str
-			return nil
 		case key == "conflict" && v.Kind == jsonflat.Bool:
 			a.Conflict = v.Bool
 			return nil
@@ -153,6 +150,8 @@ func ParseLeaseAnswer(b []byte) (LeaseAnswer, error) {
 			return nil
 		case v.Kind == jsonflat.String:
 			switch key {
+			case "error":
+				a.Error = v.Str
 			case "id":
 				a.ID = v.Str
 			case "socket":
