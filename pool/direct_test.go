@@ -19,13 +19,8 @@ func newDirectPool(t *testing.T, size int, idle time.Duration) (*Manager, *Clien
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "pool.sock")
-	m, err := New(Config{
-		Ember: emberBin, RunDir: filepath.Join(dir, "run"), ReadyDir: ReadyDir(sock),
-		Profiles: []Profile{{
-			Name: "tg", Size: size, MemoryMiB: memMiB, IdleTimeout: Duration(idle),
-			VMMArgs: []string{"--testguest", "identity", "--mem", fmt.Sprint(memMiB)},
-		}},
-	}, nil)
+	m, err := New(Config{Ember: emberBin, RunDir: filepath.Join(dir, "run"), ReadyDir: ReadyDir(sock),
+		Profiles: []Profile{testProfile(size, idle)}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,19 +46,19 @@ func newPool(t *testing.T, size int, idle time.Duration) (*Manager, string) {
 func newPoolOf(t *testing.T, ember string, size int, idle time.Duration) (*Manager, string) {
 	t.Helper()
 	run := filepath.Join(t.TempDir(), "run")
-	m, err := New(Config{
-		Ember:  ember,
-		RunDir: run,
-		Profiles: []Profile{{
-			Name: "tg", Size: size, MemoryMiB: memMiB, IdleTimeout: Duration(idle),
-			VMMArgs: []string{"--testguest", "identity", "--mem", fmt.Sprint(memMiB)},
-		}},
-	}, nil)
+	m, err := New(Config{Ember: ember, RunDir: run, Profiles: []Profile{testProfile(size, idle)}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
 	return m, run
+}
+
+// testProfile is the tests' profile "tg": identity test guests booted
+// fresh.
+func testProfile(size int, idle time.Duration) Profile {
+	return Profile{Name: "tg", Size: size, MemoryMiB: memMiB, IdleTimeout: Duration(idle),
+		VMMArgs: []string{"--testguest", "identity", "--mem", fmt.Sprint(memMiB)}}
 }
 
 func waitReady(t *testing.T, m *Manager, n int) {

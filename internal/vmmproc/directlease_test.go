@@ -97,6 +97,16 @@ func readAnswer(t *testing.T, fd int) (a api.LeaseAnswer, ok bool) {
 	return a, true
 }
 
+// hold stops the first vCPU's thread (in Do) until release is called,
+// so that what is sent meanwhile waits for it.
+func (d *directLease) hold(ctx context.Context) (release func()) {
+	rel := make(chan struct{})
+	held := make(chan struct{})
+	go d.inst.m.VCPUs()[0].Do(ctx, func(*kvm.VCPU) error { close(held); <-rel; return nil })
+	<-held
+	return func() { close(rel) }
+}
+
 func (d *directLease) waitLost(t *testing.T, want bool) {
 	t.Helper()
 	select {
@@ -186,13 +196,10 @@ func TestServeLeaseDirect(t *testing.T) {
 		d := newDirectLease(t, ctx)
 		// Both are queued before the vCPU thread can take one (the VM
 		// is held: its thread is stopped in Do until both are sent).
-		release := make(chan struct{})
-		held := make(chan struct{})
-		go d.inst.m.VCPUs()[0].Do(ctx, func(*kvm.VCPU) error { close(held); <-release; return nil })
-		<-held
+		release := d.hold(ctx)
 		fd1, err1 := d.send(t, claim("c1", true), false)
 		fd2, err2 := d.send(t, claim("c2", true), false)
-		close(release)
+		release()
 		if err1 != nil || err2 != nil {
 			t.Fatal(err1, err2)
 		}
@@ -235,13 +242,10 @@ func TestServeLeaseDirect(t *testing.T) {
 		d := newDirectLease(t, ctx)
 		// Hold the vCPU thread so that the claimer is gone before the
 		// answer.
-		release := make(chan struct{})
-		held := make(chan struct{})
-		go d.inst.m.VCPUs()[0].Do(ctx, func(*kvm.VCPU) error { close(held); <-release; return nil })
-		<-held
+		release := d.hold(ctx)
 		fd, _ := d.send(t, claim("c1", false), false)
 		unix.Close(fd)
-		close(release)
+		release()
 		if n, err := readLease(d.lease); err != nil || !n.Direct || !strings.Contains(n.Error, "went away") {
 			t.Fatalf("notice %+v, %v; want the claimer gone", n, err)
 		}
