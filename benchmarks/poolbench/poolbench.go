@@ -440,8 +440,11 @@ func (b *bench) measure(ctx context.Context, conc int, rep *Report) error {
 			return err
 		}
 		defer base.stop()
-		sources = append(sources, &source{name: SourceBaseline, d: base, profile: "pool"},
-			&source{name: SourceBaselineFresh, d: base, profile: "pool", fresh: true})
+		// Through its daemon, as its own client claimed: an earlier
+		// daemon may list no ready VMMs, and a direct attempt there would
+		// only add failed sends to its claims.
+		sources = append(sources, &source{name: SourceBaseline, d: base, profile: "pool", viaDaemon: true},
+			&source{name: SourceBaselineFresh, d: base, profile: "pool", fresh: true, viaDaemon: true})
 	}
 	sources = append(sources, &source{name: SourceCold, d: d, profile: "cold"})
 	ready := func() error {
